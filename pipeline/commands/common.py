@@ -1,0 +1,69 @@
+"""Options shared by the commands that detect (``detect``, ``survey``, ``impact``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.settings import DEFAULT_TAU, DetectSettings
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_detect_options(parser: argparse.ArgumentParser) -> None:
+    d = DetectSettings()
+    g = parser.add_argument_group("detection")
+    g.add_argument(
+        "--probe",
+        default=d.probe,
+        help="photos (default: sample photos shipped with scikit-image), noise, mean, or a folder of images",
+    )
+    g.add_argument(
+        "--num-images", type=positive_int, default=d.num_images, help=f"probe images (default {d.num_images})"
+    )
+    g.add_argument(
+        "--image-size", type=positive_int, default=None, help="square input size (default: the model's pretrained size)"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        help=f"images per forward pass (default {d.batch_size})",
+    )
+    g.add_argument("--device", default=d.device, help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument(
+        "--tau", type=positive_float, default=DEFAULT_TAU, help=f"PAN threshold on max |own_z| (default {DEFAULT_TAU})"
+    )
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for probe crops and noise (default 0)")
+    g.add_argument(
+        "--random-init", action="store_true", help="random weights instead of pretrained ones (labelled untrained)"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> DetectSettings:
+    return DetectSettings(
+        probe=args.probe,
+        num_images=args.num_images,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        tau=args.tau,
+        seed=args.seed,
+    )

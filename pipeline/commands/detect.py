@@ -1,0 +1,54 @@
+"""``pans detect SPEC --out DIR``: PAN detection for one model, results in a folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import command
+from pipeline.commands.common import add_detect_options, settings_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="timm name (resnet50, resnet50.a1_in1k), local-dir:PATH, py:FILE.py:FUNCTION, ...")
+    parser.add_argument("--out", required=True, help="results folder (created if missing)")
+    add_detect_options(parser)
+
+
+@command("detect", help="detect PANs in one model and write its results")
+def run(args: argparse.Namespace) -> int:
+    import pyarrow.compute as pc
+
+    from pipeline.runner import run_model
+    from pipeline.sources import resolve_spec
+    from pipeline.store import ResultStore, file_key, new_run_id, run_record
+
+    settings = settings_from_args(args)
+    refs = resolve_spec(args.spec, random_init=args.random_init)
+    if len(refs) != 1:
+        from pipeline.errors import PanSurveyError
+
+        raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans detect` takes one (use `pans survey`)")
+    ref = refs[0]
+    store = ResultStore(args.out)
+    store.ensure()
+    run_id = new_run_id()
+    tables = run_model(ref, settings, run_id=run_id)
+    key = file_key(ref.model_id, settings.config_id)
+    store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], settings.to_dict()))
+    store.write_model(tables, key)
+
+    model = tables["models"].to_pylist()[0]
+    padded, pans = model["padded_neurons"], model["pans"]
+    share = f"{100 * pans / padded:.1f}%" if padded else "n/a"
+    label = "" if model["pretrained"] else "  [random init: untrained weights]"
+    print(f"{ref.model_id}{label}")
+    print(
+        f"  conv neurons {model['conv_neurons']}, reading padding {padded}, PANs {pans} ({share} at tau {settings.tau})"
+    )
+    layers = tables["layers"]
+    if pans:
+        order = pc.sort_indices(layers, sort_keys=[("pans", "descending"), ("layer_index", "ascending")])
+        top = [r for r in layers.take(order).slice(0, 5).to_pylist() if r["pans"]]
+        print("  layers with most PANs: " + ", ".join(f"{r['layer']} ({r['pans']}/{r['out_channels']})" for r in top))
+    print(f"  {model['detect_seconds']:.2f} s on {model['device']}; results in {store.root}")
+    return 0

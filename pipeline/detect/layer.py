@@ -1,0 +1,249 @@
+"""One convolution layer: its padding geometry and the running per-neuron statistics.
+
+Everything is reduced inside the forward pass to a few numbers per output channel, accumulated
+in float64 across probe batches (Chan's parallel variance), so no activation map is kept.
+
+Own padding response, with the *mean* reference: the reference padding fills each padded
+position with the mean of that input channel (over the batch and all positions). Because the
+convolution is linear, (output with the layer's padding) - (output with the reference padding)
+is the convolution of D = (padded input - reference) restricted to the padded region, where D
+is zero everywhere inside. We convolve D only on the thin border strips that can see it. For
+constant padding (zeros included) D is the same for every image, so one image's strip suffices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.detect.geometry import AxisGeometry, ConvGeometry, torch_same_padding
+from pipeline.detect.tracer import ConvCall
+from pipeline.schema import SIDES
+
+CONSTANT_MODES = {"constant", "zeros"}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Static description of a convolution call (the ``layers`` table row, minus results)."""
+
+    layer: str
+    index: int
+    module_type: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    explicit: tuple[int, int, int, int]  # padding applied by F.pad before the conv (t, b, l, r)
+    internal: tuple[int, int, int, int]  # zero padding the conv call itself applies
+    padding_kind: str
+    padding_mode: str
+    pad_value: float
+    in_size: tuple[int, int]  # unpadded input
+    geometry: ConvGeometry
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        return tuple(e + i for e, i in zip(self.explicit, self.internal, strict=True))  # type: ignore[return-value]
+
+    @property
+    def conv_type(self) -> str:
+        if self.groups == 1:
+            return "standard"
+        if self.groups == self.in_channels:
+            return "depthwise"
+        return "grouped"
+
+    @property
+    def in_scope(self) -> bool:
+        return any(self.geometry.strips().values())
+
+    @property
+    def skip_reason(self) -> str | None:
+        if not self.in_scope:
+            return "reads no padding"
+        if not self.geometry.has_interior:
+            h, w = self.geometry.out_shape
+            return f"no interior: every position of the {h}x{w} output reads padding"
+        return None
+
+    @classmethod
+    def from_call(cls, call: ConvCall, index: int) -> LayerInfo:
+        x, w = call.x, call.weight
+        kh, kw = int(w.shape[2]), int(w.shape[3])
+        explicit = call.pad.pads if call.pad is not None else (0, 0, 0, 0)
+        hp, wp = int(x.shape[2]), int(x.shape[3])
+        in_h, in_w = hp - explicit[0] - explicit[1], wp - explicit[2] - explicit[3]
+        if call.padding == "same":
+            (t, b), (left, r) = torch_same_padding(kh, call.dilation[0]), torch_same_padding(kw, call.dilation[1])
+            internal = (t, b, left, r)
+        elif call.padding == "valid":
+            internal = (0, 0, 0, 0)
+        else:
+            ph, pw = call.padding  # type: ignore[misc]
+            internal = (ph, ph, pw, pw)
+        mode, value = "zeros", 0.0
+        own_module = call.pad is not None and call.pad.module == call.layer.split("@")[0]
+        if call.pad is not None and any(explicit):
+            mode = call.pad.mode
+            value = call.pad.value
+            if mode == "constant":
+                mode = "zeros" if value == 0.0 else "constant"
+        pads = tuple(e + i for e, i in zip(explicit, internal, strict=True))
+        if not any(pads):
+            kind = "none"
+        elif call.padding == "same":
+            kind = "same"
+        elif call.pad is not None and any(explicit) and not own_module:
+            kind = "explicit"
+        elif call.pad is not None and any(explicit) and mode in CONSTANT_MODES:
+            kind = "dynamic_same"  # padded inside the conv's own forward (timm Conv2dSame)
+        else:
+            kind = "symmetric" if pads[0] == pads[1] and pads[2] == pads[3] else "asymmetric"
+        geometry = ConvGeometry(
+            AxisGeometry(in_h, kh, call.stride[0], call.dilation[0], pads[0], pads[1]),
+            AxisGeometry(in_w, kw, call.stride[1], call.dilation[1], pads[2], pads[3]),
+        )
+        module_type = type(call.module).__name__ if call.module is not None else "functional"
+        return cls(
+            layer=call.layer,
+            index=index,
+            module_type=module_type,
+            in_channels=int(w.shape[1]) * call.groups,
+            out_channels=int(w.shape[0]),
+            groups=call.groups,
+            kernel=(kh, kw),
+            stride=call.stride,
+            dilation=call.dilation,
+            explicit=explicit,
+            internal=internal,
+            padding_kind=kind,
+            padding_mode=mode,
+            pad_value=value,
+            in_size=(in_h, in_w),
+            geometry=geometry,
+        )
+
+
+def _strip_bounds(axis: AxisGeometry, low_side: bool, n_out: int) -> tuple[int, int]:
+    """Padded-coordinate range [start, stop) of input rows that output strip positions read."""
+    span = axis.dilation * (axis.kernel - 1) + 1
+    if low_side:
+        first = 0
+        last = (n_out - 1) * axis.stride + span
+    else:
+        first_out = axis.out - n_out
+        first = first_out * axis.stride
+        last = (axis.out - 1) * axis.stride + span
+    return first, last
+
+
+class LayerStats:
+    """Running per-channel statistics of one convolution layer across probe batches."""
+
+    def __init__(self, info: LayerInfo, device: torch.device) -> None:
+        self.info = info
+        k = info.out_channels
+        z = lambda: torch.zeros(k, dtype=torch.float64, device=device)  # noqa: E731
+        self.n = 0  # interior samples per channel
+        self.mean = z()
+        self.m2 = z()
+        self.side_sum = {s: z() for s in SIDES}
+        self.side_n = dict.fromkeys(SIDES, 0)
+        self.own_sum = {s: z() for s in SIDES}
+        self.images = 0
+        self.weight: torch.Tensor | None = None
+
+    # The per-batch update -----------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, call: ConvCall) -> None:
+        g = self.info.geometry
+        y = call.out
+        if self.weight is None:
+            self.weight = call.weight.detach()
+        n_img = int(y.shape[0])
+        self.images += n_img
+        ri, ci = g.interior_slice()
+        interior = y[:, :, ri, ci]
+        var, mean = torch.var_mean(interior, dim=(0, 2, 3), correction=0)
+        n_b = interior.shape[0] * interior.shape[2] * interior.shape[3]
+        mean, m2 = mean.double(), var.double() * n_b
+        delta = mean - self.mean
+        total = self.n + n_b
+        self.mean += delta * (n_b / total)
+        self.m2 += m2 + delta.pow(2) * (self.n * n_b / total)
+        self.n = total
+        for side, (rs, cs) in g.side_slices().items():
+            region = y[:, :, rs, cs]
+            if region.numel():
+                self.side_sum[side] += region.sum(dim=(0, 2, 3), dtype=torch.float64)
+                self.side_n[side] += region.shape[0] * region.shape[2] * region.shape[3]
+        self._update_own(call, n_img)
+
+    def _update_own(self, call: ConvCall, n_img: int) -> None:
+        info, g = self.info, self.info.geometry
+        x = call.x
+        et, eb, el, er = info.explicit
+        it, ib, il, ir = info.internal
+        h, w = info.in_size
+        unpadded = x[:, :, et : x.shape[2] - eb, el : x.shape[3] - er]
+        mu = unpadded.mean(dim=(0, 2, 3), dtype=torch.float64).to(x.dtype)
+        if info.padding_mode in CONSTANT_MODES:
+            x = x[:1]  # the padded region holds the same constant for every image
+        strips = g.strips()
+        for side in SIDES:
+            n_out = strips[side]
+            if not n_out:
+                continue
+            vertical = side in ("top", "bottom")
+            axis = g.rows if vertical else g.cols
+            start, stop = _strip_bounds(axis, side in ("top", "left"), n_out)
+            # rows (or cols) [start, stop) in fully padded coordinates; x lacks the internal band
+            lo_int = it if vertical else il
+            full_len = (h if vertical else w) + (it + ib + et + eb if vertical else il + ir + el + er)
+            lo_x = max(start - lo_int, 0)
+            hi_x = min(stop - lo_int, (x.shape[2] if vertical else x.shape[3]))
+            piece = x[:, :, lo_x:hi_x, :] if vertical else x[:, :, :, lo_x:hi_x]
+            before = max(lo_int - start, 0)
+            after = max(stop - (full_len - (ib if vertical else ir)), 0)
+            pad = (il, ir, before, after) if vertical else (before, after, it, ib)
+            strip = F.pad(piece, pad) if any(pad) else piece
+            # padded-region mask of the strip, in unpadded input coordinates
+            top_all, left_all = it + et, il + el
+            rows = torch.arange(strip.shape[2], device=x.device) + (start if vertical else 0) - top_all
+            cols = torch.arange(strip.shape[3], device=x.device) + (0 if vertical else start) - left_all
+            outside = ((rows < 0) | (rows >= h)).unsqueeze(1) | ((cols < 0) | (cols >= w)).unsqueeze(0)
+            d = (strip - mu.view(1, -1, 1, 1)) * outside.to(strip.dtype)
+            resp = F.conv2d(d, call.weight, None, call.stride, 0, call.dilation, call.groups)
+            # keep only the strip's output positions (the conv of the strip yields exactly them)
+            self.own_sum[side] += resp.mean(dim=(0, 2, 3), dtype=torch.float64) * n_img
+
+    # Final numbers ---------------------------------------------------------------------------
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Per-channel results on CPU: scale, interior_mean, own/obs per side (NaN: no strip)."""
+        scale = (self.m2 / max(self.n, 1)).sqrt()
+        out: dict[str, torch.Tensor] = {"scale": scale.cpu(), "interior_mean": self.mean.cpu()}
+        nan = torch.full_like(scale, float("nan"))
+        for side in SIDES:
+            if self.side_n[side]:
+                own = self.own_sum[side] / self.images
+                obs = self.side_sum[side] / self.side_n[side] - self.mean
+                out[f"own_{side}"] = own.cpu()
+                out[f"obs_{side}"] = obs.cpu()
+            else:
+                out[f"own_{side}"] = nan.cpu()
+                out[f"obs_{side}"] = nan.cpu()
+        w = self.weight.double() if self.weight is not None else None
+        shares = self.info.geometry.padded_tap_share()
+        for side in SIDES:
+            if w is None or not self.side_n[side]:
+                out[f"kmass_{side}"] = nan.cpu()
+            else:
+                out[f"kmass_{side}"] = torch.einsum("kcab,ab->k", w, shares[side].to(w)).cpu()
+        if w is not None:
+            out["kernel"] = w.sum(dim=1).flatten(1).float().cpu()
+        return out

@@ -1,0 +1,63 @@
+"""One model, end to end, in-process: load, build its probe, detect, produce its table rows.
+
+Used by ``pans detect`` directly and by each survey task on Ray. Writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.detect import detect_pans
+from pipeline.probes import make_probe, probe_label
+from pipeline.schema import table_from_rows
+from pipeline.settings import DetectSettings
+from pipeline.sources import LoadedModel, ModelRef, load_model
+from pipeline.version import DETECTOR_VERSION, library_versions_json
+
+
+def detect_loaded(
+    loaded: LoadedModel, settings: DetectSettings, *, load_seconds: float = 0.0, run_id: str | None = None
+) -> dict[str, pa.Table]:
+    """Detect PANs in an already loaded model; returns the neurons, layers and models tables."""
+    pp = loaded.preprocess.with_image_size(settings.image_size)
+    images = make_probe(settings.probe, settings.num_images, pp, settings.seed)
+    cfg_id = settings.config_id
+    result = detect_pans(
+        loaded.model,
+        images,
+        tau=settings.tau,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        model_id=loaded.model_id,
+        config_id=cfg_id,
+    )
+    s = result.summary
+    row: dict[str, Any] = {
+        **loaded.record(),
+        "config_id": cfg_id,
+        "run_id": run_id,
+        **{k: s[k] for k in ("conv_layers", "conv_neurons", "padded_layers", "padded_neurons", "skipped_neurons")},
+        **{k: s[k] for k in ("pans", "dead_neurons", "border_informed", "device", "detect_seconds")},
+        "probe": probe_label(settings.probe),
+        "num_images": int(images.shape[0]),
+        "image_h": int(images.shape[2]),
+        "image_w": int(images.shape[3]),
+        "tau": settings.tau,
+        "reference": settings.reference,
+        "detector_version": DETECTOR_VERSION,
+        "versions": library_versions_json(),
+        "load_seconds": load_seconds,
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+    return {"neurons": result.neurons, "layers": result.layers, "models": table_from_rows("models", [row])}
+
+
+def run_model(ref: ModelRef | str, settings: DetectSettings, *, run_id: str | None = None) -> dict[str, pa.Table]:
+    """Load ``ref`` and detect its PANs."""
+    started = time.perf_counter()
+    loaded = load_model(ref)
+    return detect_loaded(loaded, settings, load_seconds=time.perf_counter() - started, run_id=run_id)

@@ -1,0 +1,63 @@
+"""``py:FILE.py:FUNCTION``: a user's factory that returns an ``nn.Module``.
+
+The module may carry a timm-style ``pretrained_cfg`` attribute (``input_size``, ``mean``, ``std``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch.nn as nn
+
+from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.sources.base import LoadedModel, ModelRef, Preprocess, Source, register_source, sha256_file
+
+
+def _split(name: str) -> tuple[Path, str]:
+    file, sep, func = name.rpartition(":")
+    if not sep or not file or not func:
+        raise UnknownModelError(f"py:{name}: expected py:FILE.py:FUNCTION")
+    return Path(file).expanduser(), func
+
+
+@register_source("py")
+class PyFileSource(Source):
+    description = "a Python factory function, py:FILE.py:FUNCTION"
+
+    def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
+        path, func = _split(name)
+        if not path.is_file():
+            raise UnknownModelError(f"py:{name}: no such file {path}")
+        return [ModelRef(model_id=f"py:{path.resolve()}:{func}", source="py", name=f"{path.resolve()}:{func}")]
+
+    def load(self, ref: ModelRef) -> LoadedModel:
+        path, func_name = _split(ref.name)
+        module_name = f"_pans_user_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"py:{ref.name}: cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelLoadError(f"py:{ref.name}: importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+        factory = getattr(module, func_name, None)
+        if not callable(factory):
+            raise ModelLoadError(f"py:{ref.name}: {path.name} has no function {func_name!r}")
+        try:
+            model = factory()
+        except Exception as exc:
+            raise ModelLoadError(f"py:{ref.name}: {func_name}() raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, nn.Module):
+            raise ModelLoadError(f"py:{ref.name}: {func_name}() returned {type(model).__name__}, not a torch nn.Module")
+        cfg = getattr(model, "pretrained_cfg", None)
+        return LoadedModel(
+            ref=ref,
+            model=model,
+            preprocess=Preprocess.from_cfg(cfg),
+            architecture=type(model).__name__,
+            weights_sha256=sha256_file(path),
+        )

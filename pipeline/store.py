@@ -1,0 +1,125 @@
+"""The results folder: one sub-folder per table, Parquet files DuckDB reads with a glob.
+
+Layout::
+
+    DIR/neurons/<key>.parquet   DIR/layers/<key>.parquet   DIR/models/<key>.parquet
+    DIR/failures/<key>.parquet  DIR/runs/<run_id>.parquet  DIR/impact/<key>.parquet
+
+``<key>`` names one model under one configuration (:func:`file_key`), so a model's rows in
+every table come from exactly one file each, and a rerun with the same configuration finds
+them (resume). Files are written aside and renamed into place: a reader or a crash never sees
+a partial file. A model counts as *done* when its ``models`` file exists; that file is written
+last, after its neurons and layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import PanSurveyError
+from pipeline.schema import TABLES
+
+#: Tables a detection writes for each model, in the order they are written (models last).
+MODEL_TABLES = ("neurons", "layers", "models")
+
+
+def config_id(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings that change results (not speed knobs like batch size)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def file_key(model_id: str, cfg_id: str) -> str:
+    """A filesystem-safe, unique name for (model, configuration)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[-80:]
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}-{cfg_id}"
+
+
+class ResultStore:
+    """Reads and writes one results folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def ensure(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise PanSurveyError(f"results path {self.root} exists and is not a folder")
+        try:
+            for name in TABLES:
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PanSurveyError(f"cannot create results folder {self.root}: {exc.strerror}") from exc
+
+    def path(self, table: str, key: str) -> Path:
+        return self.root / table / f"{key}.parquet"
+
+    def write(self, table: str, key: str, data: pa.Table) -> Path:
+        """Atomically write one Parquet file of ``table`` (cast to its schema)."""
+        schema = TABLES[table]
+        data = data.select(schema.names).cast(schema) if data.schema != schema else data
+        final = self.path(table, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            pq.write_table(data, tmp, compression="zstd")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return final
+
+    def write_model(self, tables: dict[str, pa.Table], key: str) -> None:
+        """Write a model's neurons, layers and models rows; the models file last marks it done."""
+        for table in MODEL_TABLES:
+            self.write(table, key, tables[table])
+        # A model that succeeds after an earlier failure is no longer failed.
+        self.path("failures", key).unlink(missing_ok=True)
+
+    def is_done(self, key: str) -> bool:
+        return self.path("models", key).is_file()
+
+    def done_keys(self) -> set[str]:
+        folder = self.root / "models"
+        if not folder.is_dir():
+            return set()
+        return {p.stem for p in folder.glob("*.parquet")}
+
+    def read(self, table: str) -> pa.Table:
+        """All rows of one table (small folders, tests and summaries; use DuckDB for analysis)."""
+        files = sorted((self.root / table).glob("*.parquet"))
+        if not files:
+            return TABLES[table].empty_table()
+        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def run_record(run_id: str, cfg_id: str, command: str, specs: list[str], config: dict[str, Any]) -> pa.Table:
+    """The ``runs`` row: every setting a run used, so each number traces back to its settings."""
+    import datetime as dt
+
+    from pipeline.schema import table_from_rows
+    from pipeline.version import git_revision, library_versions_json
+
+    row = {
+        "run_id": run_id,
+        "config_id": cfg_id,
+        "command": command,
+        "specs": list(specs),
+        "config_json": json.dumps(config, sort_keys=True, default=str),
+        "versions": library_versions_json(),
+        "git_revision": git_revision(),
+        "started_at": dt.datetime.now(dt.UTC),
+    }
+    return table_from_rows("runs", [row])

@@ -1,0 +1,40 @@
+"""Versions recorded beside every result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+#: Bump when a change to the detector can change any stored number.
+DETECTOR_VERSION = "1.0"
+
+_LIBRARIES = ("pan-survey", "torch", "torchvision", "timm", "huggingface-hub", "ray", "pyarrow", "duckdb", "numpy")
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    versions: dict[str, str] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def library_versions_json() -> str:
+    return json.dumps(library_versions(), sort_keys=True)
+
+
+@cache
+def git_revision() -> str | None:
+    """The project's git commit, when running from a checkout (None from an installed wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
