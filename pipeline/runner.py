@@ -34,6 +34,7 @@ def detect_loaded(
         device=settings.device,
         model_id=loaded.model_id,
         config_id=cfg_id,
+        reference=settings.reference,
     )
     s = result.summary
     row: dict[str, Any] = {

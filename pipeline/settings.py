@@ -23,7 +23,7 @@ class DetectSettings:
     batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     tau: float = DEFAULT_TAU
-    reference: str = "mean"  # reference padding for own_z: per-channel mean of the layer input
+    reference: str = "replicate"  # reference padding for own_z: replicate | mean
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

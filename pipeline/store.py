@@ -10,6 +10,11 @@ every table come from exactly one file each, and a rerun with the same configura
 them (resume). Files are written aside and renamed into place: a reader or a crash never sees
 a partial file. A model counts as *done* when its ``models`` file exists; that file is written
 last, after its neurons and layers.
+
+``pans compact`` (:mod:`pipeline.compact`) later merges the per-model files of done models into
+a few ``compacted-<id>-<n>.parquet`` files per table. Queries read the same glob and see the
+same rows; resume still works because :meth:`ResultStore.done_keys` also reads the
+``(model_id, config_id)`` pairs listed in the compacted ``models`` files (the done-index).
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ from pipeline.schema import TABLES
 
 #: Tables a detection writes for each model, in the order they are written (models last).
 MODEL_TABLES = ("neurons", "layers", "models")
+
+#: File stem of a compacted file: ``compacted-<12 hex>-<5 digits>``. A :func:`file_key` always
+#: ends in ``-<8 hex>-<12 hex>``, so the two kinds of name can never collide.
+COMPACTED_RE = re.compile(r"^compacted-[0-9a-f]{12}-\d{5}$")
+
+
+def is_compacted(path: Path) -> bool:
+    """True for a file written by ``pans compact`` (many models), False for a per-model file."""
+    return bool(COMPACTED_RE.match(path.stem))
 
 
 def config_id(settings: dict[str, Any]) -> str:
@@ -89,13 +103,58 @@ class ResultStore:
         self.path("failures", key).unlink(missing_ok=True)
 
     def is_done(self, key: str) -> bool:
-        return self.path("models", key).is_file()
+        return self.path("models", key).is_file() or key in self.compacted_keys()
 
     def done_keys(self) -> set[str]:
+        """Keys of every finished (model, config): per-model ``models`` files plus the compacted index."""
         folder = self.root / "models"
         if not folder.is_dir():
             return set()
-        return {p.stem for p in folder.glob("*.parquet")}
+        own = {p.stem for p in folder.glob("*.parquet") if not is_compacted(p)}
+        return own | self.compacted_keys()
+
+    def compacted_keys(self) -> set[str]:
+        """Keys listed in compacted ``models`` files; cached until that set of files changes."""
+        files = sorted(p for p in (self.root / "models").glob("compacted-*.parquet") if is_compacted(p))
+        stamp = tuple((p.name, p.stat().st_mtime_ns) for p in files)
+        cached = getattr(self, "_compacted_cache", None)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        keys: set[str] = set()
+        for p in files:
+            ids = pq.read_table(p, columns=["model_id", "config_id"]).to_pydict()
+            keys.update(file_key(m, c) for m, c in zip(ids["model_id"], ids["config_id"], strict=True))
+        self._compacted_cache = (stamp, keys)
+        return keys
+
+    def write_failure(
+        self,
+        key: str,
+        *,
+        model_id: str,
+        config_id: str,
+        run_id: str | None,
+        stage: str,
+        error_type: str,
+        message: str,
+        attempt: int = 1,
+    ) -> Path:
+        """Record why a model has no results (the latest failure of that (model, config) wins)."""
+        import datetime as dt
+
+        from pipeline.schema import table_from_rows
+
+        row = {
+            "model_id": model_id,
+            "config_id": config_id,
+            "run_id": run_id,
+            "stage": stage,
+            "error_type": error_type,
+            "message": message,
+            "attempt": attempt,
+            "created_at": dt.datetime.now(dt.UTC),
+        }
+        return self.write("failures", key, table_from_rows("failures", [row]))
 
     def read(self, table: str) -> pa.Table:
         """All rows of one table (small folders, tests and summaries; use DuckDB for analysis)."""

@@ -51,6 +51,12 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tau", type=positive_float, default=DEFAULT_TAU, help=f"PAN threshold on max |own_z| (default {DEFAULT_TAU})"
     )
+    g.add_argument(
+        "--reference",
+        choices=("replicate", "mean"),
+        default=d.reference,
+        help="neutral padding that own_z is measured against (default replicate)",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="seed for probe crops and noise (default 0)")
     g.add_argument(
         "--random-init", action="store_true", help="random weights instead of pretrained ones (labelled untrained)"
@@ -66,4 +72,5 @@ def settings_from_args(args: argparse.Namespace) -> DetectSettings:
         device=args.device,
         tau=args.tau,
         seed=args.seed,
+        reference=args.reference,
     )

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.detect.classify import dead_mask, pan_sides, pan_sign, side_label
-from pipeline.detect.layer import LayerInfo, LayerStats
+from pipeline.detect.layer import REFERENCES, LayerInfo, LayerStats
 from pipeline.detect.tracer import ConvCall, ConvTracer
 from pipeline.errors import PanSurveyError
 from pipeline.schema import SIDES, table_from_rows
@@ -44,8 +44,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class _Recorder:
     """Collects layer infos in call order and updates the statistics of measured layers."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, reference: str) -> None:
         self.device = device
+        self.reference = reference
         self.infos: dict[str, LayerInfo] = {}
         self.stats: dict[str, LayerStats] = {}
 
@@ -55,7 +56,7 @@ class _Recorder:
             info = LayerInfo.from_call(call, index=len(self.infos))
             self.infos[call.layer] = info
             if info.skip_reason is None:
-                self.stats[call.layer] = LayerStats(info, call.out.device)
+                self.stats[call.layer] = LayerStats(info, call.out.device, self.reference)
         elif info.in_size != LayerInfo.from_call(call, info.index).in_size:
             raise PanSurveyError(f"layer {call.layer} saw inputs of different sizes across batches")
         stats = self.stats.get(call.layer)
@@ -73,6 +74,7 @@ def detect_pans(
     device: str | torch.device = "auto",
     model_id: str = "model",
     config_id: str = "",
+    reference: str = "replicate",
 ) -> DetectionResult:
     """Measure every padded convolution of ``model`` on ``images`` (N, C, H, W, normalised).
 
@@ -81,11 +83,13 @@ def detect_pans(
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise PanSurveyError(f"probe must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    if reference not in REFERENCES:
+        raise PanSurveyError(f"unknown reference padding {reference!r} (use {', '.join(REFERENCES)})")
     if batch_size < 1:
         raise PanSurveyError("batch size must be at least 1")
     dev = resolve_device(device)
     model.eval().to(dev)
-    recorder = _Recorder(dev)
+    recorder = _Recorder(dev, reference)
     started = time.perf_counter()
     with ConvTracer(model, recorder) as tracer:
         for start in range(0, images.shape[0], batch_size):

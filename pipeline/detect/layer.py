@@ -3,12 +3,12 @@
 Everything is reduced inside the forward pass to a few numbers per output channel, accumulated
 in float64 across probe batches (Chan's parallel variance), so no activation map is kept.
 
-Own padding response, with the *mean* reference: the reference padding fills each padded
-position with the mean of that input channel (over the batch and all positions). Because the
-convolution is linear, (output with the layer's padding) - (output with the reference padding)
-is the convolution of D = (padded input - reference) restricted to the padded region, where D
-is zero everywhere inside. We convolve D only on the thin border strips that can see it. For
-constant padding (zeros included) D is the same for every image, so one image's strip suffices.
+Own padding response: (output with the layer's padding) - (output with a neutral reference
+padding). The default reference is *replicate* (each padded position holds its nearest input
+pixel: the border carries no signal of its own); ``mean`` fills it with the input channel's mean.
+Because the convolution is linear, the difference is the convolution of D = (padded input -
+reference), which is zero everywhere but the padded region. So we convolve D only on the thin
+border strips that can see it, and on the batch-mean strip rather than every image.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pipeline.detect.tracer import ConvCall
 from pipeline.schema import SIDES
 
 CONSTANT_MODES = {"constant", "zeros"}
+#: Reference paddings for own_z: ``replicate`` (nearest input pixel) or ``mean`` (channel mean).
+REFERENCES = ("replicate", "mean")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,15 @@ class LayerInfo:
         )
 
 
+def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Batch mean of ``x`` at the given rows and columns: (1, C, len(rows), len(cols)).
+
+    The convolution is linear, so the batch-mean response equals the response to the batch-mean
+    strip: averaging first makes the strip convolution cost one image, not N.
+    """
+    return x.index_select(2, rows).index_select(3, cols).mean(dim=0, keepdim=True)
+
+
 def _strip_bounds(axis: AxisGeometry, low_side: bool, n_out: int) -> tuple[int, int]:
     """Padded-coordinate range [start, stop) of input rows that output strip positions read."""
     span = axis.dilation * (axis.kernel - 1) + 1
@@ -145,8 +156,11 @@ def _strip_bounds(axis: AxisGeometry, low_side: bool, n_out: int) -> tuple[int, 
 class LayerStats:
     """Running per-channel statistics of one convolution layer across probe batches."""
 
-    def __init__(self, info: LayerInfo, device: torch.device) -> None:
+    def __init__(self, info: LayerInfo, device: torch.device, reference: str = "replicate") -> None:
+        if reference not in REFERENCES:
+            raise ValueError(f"unknown reference padding {reference!r} (use {', '.join(REFERENCES)})")
         self.info = info
+        self.reference = reference
         k = info.out_channels
         z = lambda: torch.zeros(k, dtype=torch.float64, device=device)  # noqa: E731
         self.n = 0  # interior samples per channel
@@ -185,41 +199,42 @@ class LayerStats:
         self._update_own(call, n_img)
 
     def _update_own(self, call: ConvCall, n_img: int) -> None:
+        """Add this batch's own padding response per side (see the module docstring)."""
         info, g = self.info, self.info.geometry
         x = call.x
         et, eb, el, er = info.explicit
         it, ib, il, ir = info.internal
         h, w = info.in_size
-        unpadded = x[:, :, et : x.shape[2] - eb, el : x.shape[3] - er]
-        mu = unpadded.mean(dim=(0, 2, 3), dtype=torch.float64).to(x.dtype)
-        if info.padding_mode in CONSTANT_MODES:
-            x = x[:1]  # the padded region holds the same constant for every image
-        strips = g.strips()
-        for side in SIDES:
-            n_out = strips[side]
+        top, left = it + et, il + el  # where the unpadded input starts, in fully padded coords
+        full_h, full_w = top + h + eb + ib, left + w + er + ir
+        mu = None
+        if self.reference == "mean":
+            unpadded = x[:, :, et : x.shape[2] - eb, el : x.shape[3] - er]
+            mu = unpadded.mean(dim=(0, 2, 3), dtype=torch.float64).to(x.dtype).view(1, -1, 1, 1)
+        dev = x.device
+        for side, n_out in g.strips().items():
             if not n_out:
                 continue
             vertical = side in ("top", "bottom")
             axis = g.rows if vertical else g.cols
             start, stop = _strip_bounds(axis, side in ("top", "left"), n_out)
-            # rows (or cols) [start, stop) in fully padded coordinates; x lacks the internal band
-            lo_int = it if vertical else il
-            full_len = (h if vertical else w) + (it + ib + et + eb if vertical else il + ir + el + er)
-            lo_x = max(start - lo_int, 0)
-            hi_x = min(stop - lo_int, (x.shape[2] if vertical else x.shape[3]))
-            piece = x[:, :, lo_x:hi_x, :] if vertical else x[:, :, :, lo_x:hi_x]
-            before = max(lo_int - start, 0)
-            after = max(stop - (full_len - (ib if vertical else ir)), 0)
-            pad = (il, ir, before, after) if vertical else (before, after, it, ib)
-            strip = F.pad(piece, pad) if any(pad) else piece
-            # padded-region mask of the strip, in unpadded input coordinates
-            top_all, left_all = it + et, il + el
-            rows = torch.arange(strip.shape[2], device=x.device) + (start if vertical else 0) - top_all
-            cols = torch.arange(strip.shape[3], device=x.device) + (0 if vertical else start) - left_all
-            outside = ((rows < 0) | (rows >= h)).unsqueeze(1) | ((cols < 0) | (cols >= w)).unsqueeze(0)
-            d = (strip - mu.view(1, -1, 1, 1)) * outside.to(strip.dtype)
+            rows = torch.arange(start, stop, device=dev) if vertical else torch.arange(full_h, device=dev)
+            cols = torch.arange(full_w, device=dev) if vertical else torch.arange(start, stop, device=dev)
+            # The strip as the layer pads it (explicit pad from x, the conv's own band as zeros) ...
+            xr, xc = rows - it, cols - il
+            band = ((xr < 0) | (xr >= x.shape[2])).view(-1, 1) | ((xc < 0) | (xc >= x.shape[3])).view(1, -1)
+            actual = _gather(x, xr.clamp(0, x.shape[2] - 1), xc.clamp(0, x.shape[3] - 1))
+            actual = actual.masked_fill(band, 0.0)
+            # ... and with the reference padding; they differ only where the strip is padding.
+            outside = ((rows < top) | (rows >= top + h)).view(-1, 1) | ((cols < left) | (cols >= left + w)).view(1, -1)
+            if mu is not None:
+                reference = mu.expand_as(actual)
+            else:  # replicate: each padded position takes the value of the nearest input pixel
+                rr = rows.clamp(top, top + h - 1) - it
+                rc = cols.clamp(left, left + w - 1) - il
+                reference = _gather(x, rr, rc)
+            d = (actual - reference) * outside.to(actual.dtype)
             resp = F.conv2d(d, call.weight, None, call.stride, 0, call.dilation, call.groups)
-            # keep only the strip's output positions (the conv of the strip yields exactly them)
             self.own_sum[side] += resp.mean(dim=(0, 2, 3), dtype=torch.float64) * n_img
 
     # Final numbers ---------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class ConvTracer(TorchFunctionMode):
 
     def __enter__(self) -> ConvTracer:
         for name, module in self.model.named_modules():
-            self._handles.append(module.register_forward_pre_hook(self._push(name)))
+            self._handles.append(module.register_forward_pre_hook(self._push(name or "<root>")))
             self._handles.append(module.register_forward_hook(self._pop))
         self.new_pass()
         return super().__enter__()
@@ -150,7 +150,7 @@ class ConvTracer(TorchFunctionMode):
             padding = a["padding"] if isinstance(a["padding"], str) else _pair(a["padding"])
             self.on_conv(
                 ConvCall(
-                    layer=layer or "<root>",
+                    layer=layer,
                     module=module,
                     x=x,
                     weight=a["weight"],
