@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,11 +10,11 @@ import pyarrow as pa
 import torch
 import torch.nn as nn
 
-from pipeline.detect.classify import dead_mask, pan_sides, pan_sign, side_label
+from pipeline.detect.classify import dead_mask, pan_sign, side_label
 from pipeline.detect.layer import REFERENCES, LayerInfo, LayerStats
 from pipeline.detect.tracer import ConvCall, ConvTracer
 from pipeline.errors import PanSurveyError
-from pipeline.schema import SIDES, table_from_rows
+from pipeline.schema import NEURONS, SIDES, table_from_rows
 from pipeline.settings import DEFAULT_TAU
 
 
@@ -101,14 +100,59 @@ def detect_pans(
     return _tables(recorder, tau=tau, model_id=model_id, config_id=config_id, seconds=seconds, device=str(dev))
 
 
-def _f(v: float) -> float | None:
-    return None if math.isnan(v) else v
+def _col(t: torch.Tensor) -> list[float | None]:
+    """A float column with NaN as NULL."""
+    return [None if v != v else v for v in t.tolist()]
+
+
+def _neuron_columns(info: LayerInfo, res: dict[str, torch.Tensor], tau: float, model_id: str, config_id: str) -> dict:
+    """Per-neuron columns of one layer, computed on whole vectors (no per-neuron Python math)."""
+    k = info.out_channels
+    scale = res["scale"]
+    dead = dead_mask(scale)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    own = torch.stack([res[f"own_{s}"] / safe for s in SIDES], dim=1)  # (k, 4), NaN: empty strip
+    obs = torch.stack([res[f"obs_{s}"] / safe for s in SIDES], dim=1)
+    max_own = own.abs().nan_to_num(-1.0).amax(dim=1)
+    max_obs = obs.abs().nan_to_num(-1.0).amax(dim=1)
+    hits = (own.abs() >= tau) & ~dead.unsqueeze(1)  # NaN compares False
+    is_pan = hits.any(dim=1)
+    informed = ~is_pan & ~dead & (max_obs >= tau)
+    sides_col: list[str | None] = []
+    sign_col: list[str | None] = []
+    for hit_row, own_row in zip(hits.tolist(), own.tolist(), strict=True):
+        sides = [s for s, h in zip(SIDES, hit_row, strict=True) if h]
+        own_map = dict(zip(SIDES, own_row, strict=True))
+        sides_col.append(side_label(sides))
+        sign_col.append(pan_sign(own_map, sides))
+    cols: dict = {
+        "model_id": [model_id] * k,
+        "config_id": [config_id] * k,
+        "layer": [info.layer] * k,
+        "layer_index": [info.index] * k,
+        "channel": list(range(k)),
+        "scale": scale.tolist(),
+        "interior_mean": res["interior_mean"].tolist(),
+        "max_abs_own_z": _col(torch.where(max_own < 0, float("nan"), max_own)),
+        "max_abs_obs_z": _col(torch.where(max_obs < 0, float("nan"), max_obs)),
+        "dead": dead.tolist(),
+        "is_pan": is_pan.tolist(),
+        "pan_sides": sides_col,
+        "pan_sign": sign_col,
+        "border_informed": informed.tolist(),
+        "kernel": res["kernel"].tolist() if "kernel" in res else [None] * k,
+    }
+    for i, side in enumerate(SIDES):
+        cols[f"own_z_{side}"] = _col(own[:, i])
+        cols[f"obs_z_{side}"] = _col(obs[:, i])
+        cols[f"kmass_{side}"] = _col(res[f"kmass_{side}"])
+    return cols
 
 
 def _tables(
     recorder: _Recorder, *, tau: float, model_id: str, config_id: str, seconds: float, device: str
 ) -> DetectionResult:
-    neuron_rows: list[dict[str, Any]] = []
+    neuron_parts: list[pa.Table] = []
     layer_rows: list[dict[str, Any]] = []
     n_layers = len(recorder.infos)
     totals = {"conv_neurons": 0, "padded_neurons": 0, "skipped_neurons": 0, "pans": 0, "dead_neurons": 0}
@@ -120,48 +164,14 @@ def _tables(
         if info.in_scope and stats is None:
             totals["skipped_neurons"] += info.out_channels
         if stats is not None:
+            cols = _neuron_columns(info, stats.finish(), tau, model_id, config_id)
+            layer_pans = sum(cols["is_pan"])
             totals["padded_layers"] += 1
             totals["padded_neurons"] += info.out_channels
-            res = stats.finish()
-            scale = res["scale"]
-            dead = dead_mask(scale)
-            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-            for k in range(info.out_channels):
-                s_k = float(scale[k])
-                own = {s: float(res[f"own_{s}"][k] / safe[k]) for s in SIDES}
-                obs = {s: float(res[f"obs_{s}"][k] / safe[k]) for s in SIDES}
-                max_own = max((abs(v) for v in own.values() if not math.isnan(v)), default=float("nan"))
-                max_obs = max((abs(v) for v in obs.values() if not math.isnan(v)), default=float("nan"))
-                is_dead = bool(dead[k])
-                sides = [] if is_dead else pan_sides(own, tau)
-                is_pan = bool(sides)
-                informed = not is_pan and not is_dead and not math.isnan(max_obs) and max_obs >= tau
-                layer_pans += is_pan
-                totals["dead_neurons"] += is_dead
-                totals["border_informed"] += informed
-                row: dict[str, Any] = {
-                    "model_id": model_id,
-                    "config_id": config_id,
-                    "layer": info.layer,
-                    "layer_index": info.index,
-                    "channel": k,
-                    "scale": s_k,
-                    "interior_mean": float(res["interior_mean"][k]),
-                    "max_abs_own_z": _f(max_own),
-                    "max_abs_obs_z": _f(max_obs),
-                    "dead": is_dead,
-                    "is_pan": is_pan,
-                    "pan_sides": side_label(sides),
-                    "pan_sign": pan_sign(own, sides),
-                    "border_informed": informed,
-                    "kernel": res["kernel"][k].tolist() if "kernel" in res else None,
-                }
-                for s in SIDES:
-                    row[f"own_z_{s}"] = _f(own[s])
-                    row[f"obs_z_{s}"] = _f(obs[s])
-                    row[f"kmass_{s}"] = _f(float(res[f"kmass_{s}"][k]))
-                neuron_rows.append(row)
             totals["pans"] += layer_pans
+            totals["dead_neurons"] += sum(cols["dead"])
+            totals["border_informed"] += sum(cols["border_informed"])
+            neuron_parts.append(pa.Table.from_pydict(cols, schema=NEURONS))
         g = info.geometry
         strips = g.strips()
         layer_rows.append(
@@ -202,4 +212,5 @@ def _tables(
         "device": device,
         "tau": tau,
     }
-    return DetectionResult(table_from_rows("neurons", neuron_rows), table_from_rows("layers", layer_rows), summary)
+    neurons = pa.concat_tables(neuron_parts) if neuron_parts else NEURONS.empty_table()
+    return DetectionResult(neurons, table_from_rows("layers", layer_rows), summary)

@@ -135,9 +135,13 @@ def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
     """Batch mean of ``x`` at the given rows and columns: (1, C, len(rows), len(cols)).
 
     The convolution is linear, so the batch-mean response equals the response to the batch-mean
-    strip: averaging first makes the strip convolution cost one image, not N.
+    strip: averaging first makes the strip convolution cost one image, not N. The indices form a
+    contiguous range (clamped at the ends), so we narrow to it (a view) before averaging.
     """
-    return x.index_select(2, rows).index_select(3, cols).mean(dim=0, keepdim=True)
+    r0, r1 = int(rows.min()), int(rows.max()) + 1
+    c0, c1 = int(cols.min()), int(cols.max()) + 1
+    region = x[:, :, r0:r1, c0:c1].mean(dim=0, keepdim=True)
+    return region.index_select(2, rows - r0).index_select(3, cols - c0)
 
 
 def _strip_bounds(axis: AxisGeometry, low_side: bool, n_out: int) -> tuple[int, int]:
@@ -252,7 +256,7 @@ class LayerStats:
             else:
                 out[f"own_{side}"] = nan.cpu()
                 out[f"obs_{side}"] = nan.cpu()
-        w = self.weight.double() if self.weight is not None else None
+        w = self.weight.float() if self.weight is not None else None
         shares = self.info.geometry.padded_tap_share()
         for side in SIDES:
             if w is None or not self.side_n[side]:
