@@ -24,19 +24,24 @@ PATCH = 4
 NEAR_MAX = 1  # a square at most this many pixels from a border is "near"
 FAR_MIN = 6  # ... and at least this many pixels from every border is "far"
 CLASS_NAMES = ["far", "near"]
+WIDTH = 16
+PADS = (1, 1, 1)
+STRIDE3 = 2
+CANVAS, CONTRAST, NOISE = 0.5, 0.5, 0.08  # grey noisy canvas, a brighter square
+MEAN, STD = 0.5, 0.25  # normalisation the model expects
 
 
 class BorderCNN(nn.Module):
     """Three zero-padded 3x3 convolutions, global average pooling, a linear head."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = WIDTH) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)
+        self.conv1 = nn.Conv2d(3, width, 3, padding=PADS[0])
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=PADS[1])
+        self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, stride=STRIDE3, padding=PADS[2])
         self.head = nn.Linear(2 * width, len(CLASS_NAMES))
-        self.pretrained_cfg = {"input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "mean": (0.0, 0.0, 0.0),
-                               "std": (1.0, 1.0, 1.0), "crop_pct": 1.0, "interpolation": "bilinear"}
+        self.pretrained_cfg = {"input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "mean": (MEAN,) * 3, "std": (STD,) * 3,
+                               "crop_pct": 1.0, "interpolation": "bilinear"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x))
@@ -50,12 +55,12 @@ def _distance_to_border(top: torch.Tensor, left: torch.Tensor, size: int, patch:
     return torch.minimum(torch.minimum(top, left), torch.minimum(far_edge - top, far_edge - left))
 
 
-def border_task(
+def border_task_pixels(
     n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images (n, 3, size, size) in [0, 1] and labels (1 = near the border, 0 = far), balanced."""
     g = torch.Generator().manual_seed(seed)
-    images = 0.5 + 0.08 * torch.randn(n, 1, size, size, generator=g)
+    images = CANVAS + NOISE * torch.randn(n, 1, size, size, generator=g)
     labels = torch.arange(n) % 2
     labels = labels[torch.randperm(n, generator=g)]
     far_edge = size - patch
@@ -68,12 +73,18 @@ def border_task(
             if (labels[i] == 1 and d <= NEAR_MAX) or (labels[i] == 0 and d >= FAR_MIN):
                 break
         tops[i], lefts[i] = top, left
-        images[i, :, top : top + patch, left : left + patch] = 1.0
+        images[i, :, top : top + patch, left : left + patch] = CANVAS + CONTRAST
     images = images.clamp(0, 1).expand(n, 3, size, size).contiguous()
     return images, labels
 
 
-def train_border_cnn(seed: int = 0, steps: int = 300, batch_size: int = 64, width: int = 16) -> BorderCNN:
+def border_task(n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`border_task_pixels`, normalised the way the model expects (what it is fed)."""
+    pixels, labels = border_task_pixels(n, seed=seed, size=size, patch=patch)
+    return (pixels - MEAN) / STD, labels
+
+
+def train_border_cnn(seed: int = 0, steps: int = 300, batch_size: int = 64, width: int = WIDTH) -> BorderCNN:
     """Train a :class:`BorderCNN` on :func:`border_task`; returns it in eval mode."""
     torch.manual_seed(seed)
     model = BorderCNN(width)

@@ -1,27 +1,43 @@
-"""Model sources: turn spec text into loaded models. See :mod:`pipeline.sources.base`.
+"""Model sources: turn spec text into loaded models. See :mod:`pipeline.sources.base` and docs/sources.md.
 
-``resolve_specs`` expands specs (wildcards, models files) into :class:`ModelRef` without
-touching weights; ``load_model`` builds one. A spec without a known ``prefix:`` is a timm name.
+``resolve_specs`` expands specs (wildcards, models files) into :class:`ModelRef` without touching
+weights; ``describe`` says what a ref is (building it on the meta device, no weights); ``fetch``
+puts its weights in the local cache (network only, a CPU task in a survey); ``load_model`` builds
+it from the cache. A spec without a known ``prefix:`` is a timm name.
 """
 
 from __future__ import annotations
 
-from pipeline.errors import UnknownModelError
-from pipeline.sources import local_dir, pyfile, timm_source  # noqa: F401  (registers sources)
-from pipeline.sources.base import SOURCES, LoadedModel, ModelRef, Preprocess, Source, register_source
+from typing import Any
+
+from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.sources import hf_hub, local_dir, pyfile, timm_source, torchvision_source  # noqa: F401  (registers)
+from pipeline.sources.base import SOURCES, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
+from pipeline.sources.hub import is_offline, set_offline
+from pipeline.sources.models_file import collect_specs, read_models_file
+from pipeline.sources.padding import has_padded_convs, padding_summary
 
 DEFAULT_SOURCE = "timm"
 
 __all__ = [
     "SOURCES",
     "LoadedModel",
+    "ModelInfo",
     "ModelRef",
     "Preprocess",
     "Source",
+    "collect_specs",
+    "describe",
+    "fetch",
+    "has_padded_convs",
+    "is_offline",
     "load_model",
+    "padding_summary",
+    "read_models_file",
     "register_source",
     "resolve_spec",
     "resolve_specs",
+    "set_offline",
     "split_spec",
 ]
 
@@ -51,13 +67,77 @@ def resolve_specs(specs: list[str], *, random_init: bool = False) -> list[ModelR
     return list(seen.values())
 
 
-def load_model(ref: ModelRef | str, *, random_init: bool = False) -> LoadedModel:
-    """Load a ref (or a spec that must resolve to exactly one model)."""
-    if isinstance(ref, str):
-        refs = resolve_spec(ref, random_init=random_init)
-        if len(refs) != 1:
-            raise UnknownModelError(f"spec {ref!r} matches {len(refs)} models; name exactly one")
-        ref = refs[0]
-    loaded = SOURCES.get(ref.source)().load(ref)
+def _one(ref: ModelRef | str, random_init: bool) -> ModelRef:
+    if isinstance(ref, ModelRef):
+        return ref
+    refs = resolve_spec(ref, random_init=random_init)
+    if len(refs) != 1:
+        raise UnknownModelError(f"spec {ref!r} matches {len(refs)} models; name exactly one")
+    return refs[0]
+
+
+def fetch(ref: ModelRef | str, *, random_init: bool = False) -> dict[str, Any]:
+    """Download ``ref``'s weights into the local cache only; ``revision``, ``path``, ``sha256`` (may be empty)."""
+    ref = _one(ref, random_init)
+    return SOURCES.get(ref.source)().fetch(ref)
+
+
+def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[str, Any] | None = None) -> LoadedModel:
+    """Load a ref (or a spec naming exactly one model) on CPU in eval mode.
+
+    ``fetched`` is the result of :func:`fetch` for this ref on this machine; without it the
+    weights are fetched (or found in the cache) first.
+    """
+    ref = _one(ref, random_init)
+    loaded = SOURCES.get(ref.source)().load(ref, fetched or None)
     loaded.model.eval()
     return loaded
+
+
+def describe(ref: ModelRef | str, *, random_init: bool = False, inspect: bool = True) -> dict[str, Any]:
+    """What ``ref`` is, without its weights: the row ``pans zoo`` prints.
+
+    With ``inspect`` the architecture is built on the meta device (no memory, no download) to
+    count parameters and find padded convolutions; a failure to build is reported in ``note``.
+    """
+    import torch
+
+    ref = _one(ref, random_init)
+    source = SOURCES.get(ref.source)()
+    info = source.info(ref)
+    pp = info.preprocess
+    row: dict[str, Any] = {
+        "model_id": ref.model_id,
+        "architecture": info.architecture,
+        "pretrained_tag": info.pretrained_tag,
+        "pretrained": ref.pretrained,
+        "source": ref.source,
+        "input_size": list(pp.input_size),
+        "mean": list(pp.mean),
+        "std": list(pp.std),
+        "interpolation": pp.interpolation,
+        "crop_pct": pp.crop_pct,
+        "license": info.license,
+        "top1": info.top1,
+        "weights": info.weights,
+        "num_params": None,
+        "has_padded_convs": None,
+        "conv_layers": None,
+        "padded_convs": None,
+        "note": None,
+    }
+    if inspect:
+        try:
+            with torch.device("meta"):
+                model = source.build(ref)
+        except ModelLoadError as exc:
+            row["note"] = str(exc)
+        except Exception as exc:  # some architectures cannot be built on the meta device
+            row["note"] = f"not inspected: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        else:
+            row["num_params"] = sum(p.numel() for p in model.parameters())
+            summary = padding_summary(model)
+            row.update({k: summary[k] for k in ("has_padded_convs", "conv_layers", "padded_convs")})
+            if not summary["has_padded_convs"]:
+                row["note"] = "no padded convolutions" if summary["conv_layers"] else "no convolutions"
+    return row

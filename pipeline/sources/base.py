@@ -39,7 +39,11 @@ class Preprocess:
         if cfg is None:
             return cls()
         if not isinstance(cfg, dict):
-            cfg = {k: getattr(cfg, k) for k in ("input_size", "mean", "std", "interpolation", "crop_pct") if hasattr(cfg, k)}
+            cfg = {
+                k: getattr(cfg, k)
+                for k in ("input_size", "mean", "std", "interpolation", "crop_pct")
+                if hasattr(cfg, k)
+            }
         kwargs: dict[str, Any] = {}
         if cfg.get("input_size"):
             size = tuple(int(v) for v in cfg["input_size"])
@@ -116,8 +120,24 @@ class LoadedModel:
         return asdict(self.preprocess)
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a source knows about a model without its weights (for ``pans zoo`` and failure records)."""
+
+    architecture: str
+    preprocess: Preprocess
+    pretrained_tag: str | None = None
+    license: str | None = None
+    top1: float | None = None
+    weights: str | None = None  # where the weights would come from (hub repo, URL, file)
+
+
 class Source:
-    """Base class of a model source. Subclasses set ``prefix`` and implement both methods."""
+    """Base class of a model source. Subclasses set ``prefix`` and implement resolve/info/build/load.
+
+    The split follows the survey: ``resolve`` and ``info`` are cheap (no weights), ``fetch`` puts
+    weights in the local cache (a CPU task, network only), ``load`` builds the model from the cache.
+    """
 
     prefix: ClassVar[str]
     description: ClassVar[str] = ""
@@ -126,8 +146,20 @@ class Source:
         """Expand the part of a spec after ``prefix:`` into concrete refs (no weight download)."""
         raise NotImplementedError
 
-    def load(self, ref: ModelRef) -> LoadedModel:
-        """Build the module and load its weights (on CPU, in eval mode)."""
+    def info(self, ref: ModelRef) -> ModelInfo:
+        """Architecture, preprocessing and provenance, without weights."""
+        raise NotImplementedError
+
+    def build(self, ref: ModelRef) -> nn.Module:
+        """The architecture with no weights loaded; ``describe`` calls it on the meta device."""
+        raise NotImplementedError
+
+    def fetch(self, ref: ModelRef) -> dict[str, Any]:
+        """Download the weights into the local cache only; return ``revision``, ``path``, ``sha256``."""
+        return {}
+
+    def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
+        """Build the module and load its weights (on CPU); ``fetched`` is this ref's ``fetch`` result."""
         raise NotImplementedError
 
 

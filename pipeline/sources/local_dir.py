@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
-import timm
+import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError
-from pipeline.sources.base import LoadedModel, ModelRef, Preprocess, Source, register_source, sha256_file
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source, sha256_file
+from pipeline.sources.hub import WEIGHT_FILES
+from pipeline.sources.timm_export import build_from_export, export_info, read_config
 
 
 @register_source("local-dir")
@@ -21,35 +21,41 @@ class LocalDirSource(Source):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"local-dir:{name}: no config.json in {path} (expected a timm export folder)")
-        return [ModelRef(model_id=f"local-dir:{path.resolve()}", source="local-dir", name=str(path.resolve()))]
+        model_id = f"local-dir:{path.resolve()}" + ("@random-init" if random_init else "")
+        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init)]
 
-    def load(self, ref: ModelRef) -> LoadedModel:
+    def _label(self, ref: ModelRef) -> str:
+        return f"local-dir:{ref.name}"
+
+    def info(self, ref: ModelRef) -> ModelInfo:
+        config = read_config(Path(ref.name) / "config.json", self._label(ref))
+        return export_info(config, self._label(ref), weights=ref.name if ref.pretrained else None)
+
+    def build(self, ref: ModelRef) -> nn.Module:
+        return build_from_export(read_config(Path(ref.name) / "config.json", self._label(ref)), self._label(ref), None)
+
+    def fetch(self, ref: ModelRef) -> dict[str, Any]:
+        """Nothing to download: find the weight file and hash it."""
+        if not ref.pretrained:
+            return {}
         path = Path(ref.name)
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"local-dir:{path}: unreadable config.json: {exc}") from exc
-        arch = config.get("architecture")
-        if not arch or not timm.is_model(arch):
-            raise ModelLoadError(f"local-dir:{path}: config.json names no known timm architecture ({arch!r})")
         weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
         if weights is None:
-            raise ModelLoadError(f"local-dir:{path}: no model.safetensors")
-        cfg = dict(config.get("pretrained_cfg") or {})
-        num_classes = config.get("num_classes", cfg.get("num_classes"))
-        kwargs = {"num_classes": num_classes} if num_classes else {}
-        try:
-            model = timm.create_model(arch, pretrained=False, **kwargs)
-            timm.models.load_checkpoint(model, str(weights), strict=True, weights_only=True)
-        except Exception as exc:
-            raise ModelLoadError(f"local-dir:{path}: weights do not fit {arch}: {exc}") from exc
+            raise ModelLoadError(f"{self._label(ref)}: no {' or '.join(WEIGHT_FILES)} in the folder")
+        return {"revision": None, "path": str(weights), "sha256": sha256_file(weights), "size": weights.stat().st_size}
+
+    def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
+        fetched = fetched or self.fetch(ref)
+        config = read_config(Path(ref.name) / "config.json", self._label(ref))
+        model = build_from_export(config, self._label(ref), fetched.get("path"))
+        info = export_info(config, self._label(ref))
         return LoadedModel(
             ref=ref,
             model=model,
-            preprocess=Preprocess.from_cfg(cfg),
-            architecture=arch,
-            pretrained_tag=cfg.get("tag"),
-            weights_sha256=sha256_file(weights),
-            license=cfg.get("license"),
+            preprocess=info.preprocess,
+            architecture=info.architecture,
+            pretrained_tag=info.pretrained_tag if ref.pretrained else None,
+            weights_sha256=fetched.get("sha256"),
+            license=info.license,
             class_names=config.get("label_names"),
         )

@@ -1,6 +1,7 @@
 """``py:FILE.py:FUNCTION``: a user's factory that returns an ``nn.Module``.
 
 The module may carry a timm-style ``pretrained_cfg`` attribute (``input_size``, ``mean``, ``std``).
+The factory is the user's own code, run as it is; the recorded hash is that of the Python file.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError
-from pipeline.sources.base import LoadedModel, ModelRef, Preprocess, Source, register_source, sha256_file
+from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source, sha256_file
 
 
 def _split(name: str) -> tuple[Path, str]:
@@ -32,7 +34,7 @@ class PyFileSource(Source):
             raise UnknownModelError(f"py:{name}: no such file {path}")
         return [ModelRef(model_id=f"py:{path.resolve()}:{func}", source="py", name=f"{path.resolve()}:{func}")]
 
-    def load(self, ref: ModelRef) -> LoadedModel:
+    def build(self, ref: ModelRef) -> nn.Module:
         path, func_name = _split(ref.name)
         module_name = f"_pans_user_{abs(hash(str(path)))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -53,11 +55,31 @@ class PyFileSource(Source):
             raise ModelLoadError(f"py:{ref.name}: {func_name}() raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
             raise ModelLoadError(f"py:{ref.name}: {func_name}() returned {type(model).__name__}, not a torch nn.Module")
-        cfg = getattr(model, "pretrained_cfg", None)
+        return model
+
+    def info(self, ref: ModelRef) -> ModelInfo:
+        model = self.build_on_meta(ref)
+        return ModelInfo(
+            architecture=type(model).__name__, preprocess=Preprocess.from_cfg(getattr(model, "pretrained_cfg", None))
+        )
+
+    def build_on_meta(self, ref: ModelRef) -> nn.Module:
+        import torch
+
+        with torch.device("meta"):
+            return self.build(ref)
+
+    def fetch(self, ref: ModelRef) -> dict[str, Any]:
+        path, _ = _split(ref.name)
+        return {"revision": None, "path": str(path), "sha256": sha256_file(path)}
+
+    def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
+        fetched = fetched or self.fetch(ref)
+        model = self.build(ref)
         return LoadedModel(
             ref=ref,
             model=model,
-            preprocess=Preprocess.from_cfg(cfg),
+            preprocess=Preprocess.from_cfg(getattr(model, "pretrained_cfg", None)),
             architecture=type(model).__name__,
-            weights_sha256=sha256_file(path),
+            weights_sha256=fetched.get("sha256"),
         )

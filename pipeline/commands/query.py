@@ -1,0 +1,79 @@
+"""``pans query DIR "SQL"``: read-only SQL over a results folder (views, macros, named queries)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.commands import command
+from pipeline.commands.common import positive_float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="results folder (local, or s3://... / gs://... / https://... via DuckDB httpfs)")
+    parser.add_argument(
+        "sql",
+        nargs="?",
+        help='one SELECT over the views (models, layers, neurons, failures, runs, impact), or @NAME for a named query '
+        '(e.g. @pans_per_model); see --list',
+    )
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    parser.add_argument("--output", "-o", help="write the result to this file instead of printing it")
+    parser.add_argument(
+        "--max-rows", type=int, default=200, help="rows shown by --format table (default 200; 0: all); files get all"
+    )
+    parser.add_argument("--tau", type=positive_float, help="re-classify PANs at this threshold for the named queries")
+    parser.add_argument("--list", action="store_true", help="list the named queries and views, then exit")
+
+
+def _list(con) -> str:
+    from analysis import named_queries
+    from analysis.output import render_table
+
+    import pyarrow as pa
+
+    rows = [("@" + q.name, q.about) for q in named_queries()]
+    views = ["models", "layers", "neurons", "failures", "runs", "impact", "neurons_classified", "neuron_groups", "layer_groups"]
+    macros = ["pans_at(tau)", "pans_per_model_at(tau)", "pan_count_sweep([tau, ...])", "pan_type(sides)", "pan_family(name)"]
+    table = pa.table({"name": [r[0] for r in rows], "about": [r[1] for r in rows]})
+    return (
+        render_table(table, title="Named queries (pans query DIR @NAME, or SELECT ... FROM NAME):")
+        + "\nViews: " + ", ".join(views)
+        + "\nTable and scalar macros: " + ", ".join(macros)
+        + "\nMore in docs/analysis.md.\n"
+    )
+
+
+@command("query", help="run read-only SQL (or a named query, @NAME) over a results folder")
+def run(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from analysis import open as open_results
+    from analysis import resolve_sql
+    from analysis.guard import check_read_only
+    from analysis.output import render
+    from pipeline.errors import PanSurveyError
+
+    con = open_results(args.dir, tau=args.tau, lockdown=True)
+    if args.list:
+        print(_list(con), end="")
+        return 0
+    if not args.sql or not args.sql.strip():
+        raise PanSurveyError('give a SQL query or @NAME (pans query DIR "SELECT * FROM models"; --list shows names)')
+    sql = resolve_sql(args.sql)
+    check_read_only(con, sql)
+    try:
+        table = con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PanSurveyError(f"query failed: {first}") from None
+    if args.output:
+        text = render(table, args.format)
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise PanSurveyError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"{table.num_rows} rows written to {args.output}")
+        return 0
+    print(render(table, args.format, max_rows=args.max_rows or None), end="")
+    return 0

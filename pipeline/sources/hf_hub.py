@@ -1,0 +1,75 @@
+"""``hf-hub:ORG/NAME[@REVISION]``: any timm-compatible repository on the Hugging Face hub.
+
+``config.json`` is fetched first (it is small and tells the architecture); the weights are then
+fetched at the *same commit*, so a repository updated between the two requests cannot mix versions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch.nn as nn
+
+from pipeline.errors import UnknownModelError
+from pipeline.sources import hub
+from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source
+from pipeline.sources.timm_export import build_from_export, export_info, read_config
+
+_REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+RANDOM_SUFFIX = "@random-init"
+
+
+@register_source("hf-hub")
+class HfHubSource(Source):
+    description = "a timm-compatible Hugging Face hub repository, hf-hub:ORG/NAME[@REVISION]"
+
+    def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
+        repo, revision = hub.split_repo_revision(name)
+        if not _REPO.fullmatch(repo) or "--" in repo or ".." in repo:
+            raise UnknownModelError(f"hf-hub:{name}: expected hf-hub:ORG/NAME[@REVISION]")
+        model_id = f"hf-hub:{name}" + (RANDOM_SUFFIX if random_init else "")
+        return [ModelRef(model_id=model_id, source="hf-hub", name=repo, pretrained=not random_init, revision=revision)]
+
+    def _config(self, ref: ModelRef) -> tuple[dict[str, Any], hub.HubFile]:
+        file = hub.fetch_file(ref.name, "config.json", ref.revision)
+        return read_config(file.path, f"hf-hub:{ref.name}"), file
+
+    def info(self, ref: ModelRef) -> ModelInfo:
+        config, _ = self._config(ref)
+        return export_info(config, f"hf-hub:{ref.name}", weights=f"hf-hub:{ref.name}" if ref.pretrained else None)
+
+    def build(self, ref: ModelRef) -> nn.Module:
+        config, _ = self._config(ref)
+        return build_from_export(config, f"hf-hub:{ref.name}", None)
+
+    def fetch(self, ref: ModelRef) -> dict[str, Any]:
+        config_file = hub.fetch_file(ref.name, "config.json", ref.revision)
+        result: dict[str, Any] = {"revision": config_file.revision, "config_path": config_file.path}
+        if ref.pretrained:
+            weights = hub.fetch_weights(ref.name, config_file.revision)  # same commit as the config
+            result.update(
+                path=weights.path,
+                sha256=weights.sha256,
+                size=weights.size,
+                weights=f"hf-hub:{ref.name}/{weights.filename}",
+            )
+        return result
+
+    def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
+        fetched = fetched or self.fetch(ref)
+        label = f"hf-hub:{ref.name}"
+        config = read_config(fetched["config_path"], label)
+        model = build_from_export(config, label, fetched.get("path") if ref.pretrained else None)
+        info = export_info(config, label)
+        return LoadedModel(
+            ref=ref,
+            model=model,
+            preprocess=info.preprocess,
+            architecture=info.architecture,
+            pretrained_tag=info.pretrained_tag if ref.pretrained else None,
+            revision=fetched.get("revision"),
+            weights_sha256=fetched.get("sha256"),
+            license=info.license,
+            class_names=config.get("label_names"),
+        )

@@ -1,0 +1,89 @@
+"""Start or join the Ray runtime a survey runs on, and read how much room it has."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipeline.errors import PanSurveyError
+
+#: Environment a worker on another machine needs to reach the same hub the driver uses.
+#: (Tokens are not forwarded: set HF_TOKEN on the cluster's nodes, see docs/cluster.md.)
+FORWARDED_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+
+#: GPU share a detect task asks for when the cluster has GPUs and no --gpus-per-model was given:
+#: four models per GPU. Most timm CNNs need 1-4 GB for a batch of 16 at their input size.
+DEFAULT_GPU_SHARE = 0.25
+
+
+@dataclass
+class Runtime:
+    """A connection to Ray; ``owned`` when this process started or joined it (and must let go)."""
+
+    owned: bool
+    address: str
+
+    def close(self) -> None:
+        import ray
+
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> Runtime:
+    """Embedded runtime sized to this machine when no address is given (and no RAY_ADDRESS is set);
+    otherwise join a running cluster (``auto``, ``host:port`` or a ``ray://`` client address).
+
+    A process already connected to Ray (tests, a Ray job's own driver) keeps its connection.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return Runtime(owned=False, address=ray.get_runtime_context().gcs_address)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address is None:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=log_to_driver,
+                logging_level="WARNING",
+                configure_logging=True,
+            )
+            return Runtime(owned=True, address="local")
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env} if env else None,
+            log_to_driver=log_to_driver,
+            logging_level="WARNING",
+        )
+        return Runtime(owned=True, address=address)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+        where = address or "a local runtime"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PanSurveyError(f"cannot start or reach Ray at {where}: {first}") from exc
+
+
+def gpu_share(requested: float | None) -> float:
+    """The GPU share of one detect task: as asked, else DEFAULT_GPU_SHARE when the cluster has GPUs.
+
+    On an autoscaling cluster whose GPU nodes are not up yet, pass ``--gpus-per-model`` so the
+    tasks ask for GPUs and the autoscaler starts them.
+    """
+    import ray
+
+    if requested is not None:
+        return float(requested)
+    return DEFAULT_GPU_SHARE if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def detect_slots(gpus: float, cpus: float) -> int:
+    """How many detect tasks the cluster can run at once right now (at least one)."""
+    import ray
+
+    res = ray.cluster_resources()
+    if gpus > 0:
+        return max(1, int(res.get("GPU", 0) / gpus + 1e-9))
+    return max(1, int(res.get("CPU", 1) / cpus + 1e-9))

@@ -1,0 +1,204 @@
+"""The two Ray tasks of a survey: fetch a model's weights, then detect its PANs.
+
+Both tasks return plain data (outcomes) instead of raising for a model's own problems, so a
+bad model becomes a failure record and never a Ray retry; Ray's ``max_retries`` is kept for
+what it is for: a worker or node that died. The detect task returns the small per-neuron
+Arrow tables; it never writes files (the driver does, so no two processes write one file),
+and weights never travel through the object store (each task reads the node's hub cache).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError
+from pipeline.settings import DetectSettings
+from pipeline.sources import ModelRef
+
+
+@dataclass
+class TaskError:
+    """A model's failure as data: which stage, what kind of error, what it said."""
+
+    stage: str  # fetch | load | detect
+    error_type: str
+    message: str
+    oom: bool = False
+
+    @classmethod
+    def from_exception(cls, stage: str, exc: BaseException) -> TaskError:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        return cls(stage=stage, error_type=type(exc).__name__, message=message[:2000], oom=is_oom(exc))
+
+
+@dataclass
+class FetchOutcome:
+    key: str
+    node_id: str
+    seconds: float
+    error: TaskError | None = None
+    fetched: dict[str, Any] = field(default_factory=dict)  # the source's record: paths, revision, sha256
+
+
+@dataclass
+class DetectOutcome:
+    key: str
+    node_id: str
+    device: str
+    seconds: float  # wall time inside the task (load + probe + detect)
+    tables: dict[str, Any] | None = None  # neurons, layers, models (pyarrow Tables)
+    error: TaskError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA (or host allocator) out-of-memory, whatever wrapper it comes in."""
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or ("out of memory" in text and isinstance(exc, RuntimeError))
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def fetch_weights(ref: ModelRef) -> dict[str, Any]:
+    """Download ``ref``'s weights into this node's hub cache without building the model.
+
+    Returns the source's fetch record (``revision``, ``path``, ``sha256``, ``size``; empty for
+    sources with nothing to download: random init, ``py:``, ``local-dir:``).
+    """
+    from pipeline.sources import fetch
+
+    return fetch(ref) or {}
+
+
+def usable_here(fetched: dict[str, Any]) -> bool:
+    """True when every file a fetch record points at exists on this node (shared cache, same node)."""
+    paths = [v for k, v in fetched.items() if k == "path" or k.endswith("_path")]
+    return all(isinstance(v, str) and Path(v).is_file() for v in paths)
+
+
+def _fetch(key: str, ref: ModelRef) -> FetchOutcome:
+    started = time.perf_counter()
+    try:
+        fetched = fetch_weights(ref)
+    except Exception as exc:
+        return FetchOutcome(key, node_id(), time.perf_counter() - started, TaskError.from_exception("fetch", exc))
+    return FetchOutcome(key, node_id(), time.perf_counter() - started, fetched=fetched)
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` means CUDA only when Ray gave this task a GPU and torch can see one, else CPU.
+
+    A task without a GPU share never touches a GPU even on a GPU node (it would oversubscribe
+    it), and a logical GPU without CUDA (tests, misconfigured nodes) falls back to the CPU.
+    """
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def _detect(
+    key: str,
+    ref: ModelRef,
+    settings: DetectSettings,
+    run_id: str,
+    attempt: int,
+    board: Any,
+    fetched: dict[str, Any] | None = None,
+) -> DetectOutcome:
+    # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
+    # that is start-up, not this model's time, so the clock starts after it.
+    import timm  # noqa: F401
+
+    from pipeline.runner import detect_loaded
+    from pipeline.sources import load_model
+
+    if board is not None:
+        board.started.remote(key, attempt, node_id())
+    started = time.perf_counter()
+    device = "cpu"
+    timings: dict[str, float] = {}
+    stage = "fetch"
+    try:
+        # The fetch task's files are here when the cache is shared or it ran on this node;
+        # otherwise fetch again on this node (pinned to the same commit when there was one).
+        if fetched and not usable_here(fetched):
+            pinned = replace(ref, revision=fetched["revision"]) if fetched.get("revision") else ref
+            fetched = fetch_weights(pinned)
+        timings["refetch"] = time.perf_counter() - started
+        stage = "load"
+        t0 = time.perf_counter()
+        loaded = load_model(ref, fetched=fetched or None)
+        timings["load"] = time.perf_counter() - t0
+        stage = "detect"
+        device = pick_device(settings.device)
+        tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=timings["load"], run_id=run_id)
+        return DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables, timings=timings)
+    except Exception as exc:
+        if stage == "detect" and isinstance(exc, ModelLoadError | UnknownModelError):
+            stage = "load"
+        error = TaskError.from_exception(stage, exc)
+        if not isinstance(exc, PanSurveyError):
+            # Unexpected errors keep their last frame: enough to find the bug from a failure row.
+            frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            if frame:
+                error.message += f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})"
+        return DetectOutcome(key, node_id(), device, time.perf_counter() - started, error=error)
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Workers are reused across models: drop the last model before the next one arrives."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+#: Fetches are I/O: they take no CPU slot (the driver bounds them with --max-downloads), so
+#: downloads overlap detection instead of competing with it for cores.
+fetch_task = ray.remote(num_cpus=0, max_retries=3)(_fetch)
+
+#: Resources (num_cpus, num_gpus) are set per call with ``.options``.
+detect_task = ray.remote(max_retries=3)(_detect)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class StartBoard:
+    """Where detect tasks say "I started": the driver times each model from its real start.
+
+    Queued tasks (waiting for a GPU, or for the autoscaler to add a node) are not running and
+    must not time out; only the driver reads this board, so its clock is the only clock.
+    """
+
+    def __init__(self) -> None:
+        self._events: list[tuple[str, int, str]] = []
+
+    def started(self, key: str, attempt: int, node: str) -> None:
+        self._events.append((key, attempt, node))
+
+    def drain(self) -> list[tuple[str, int, str]]:
+        events, self._events = self._events, []
+        return events

@@ -1,0 +1,83 @@
+"""Small ``py:`` factories for the survey tests: a plain CNN and models that misbehave on purpose.
+
+Each one is a real ``nn.Module`` the real detector runs; the misbehaviour is in its forward pass
+(the way a real model fails), not a mock of the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+
+
+def tiny_cnn() -> nn.Module:
+    """Three padded 3x3 convolutions: every output channel reads padding."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+def mlp() -> nn.Module:
+    """No convolution at all (a non-CNN): the survey records it, it is not an error."""
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+class _Hangs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(3600)  # a model stuck in its forward pass (a deadlock, a pathological kernel)
+        return self.conv(x)
+
+
+def hangs() -> nn.Module:
+    model = _Hangs()
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+class _NeedsSmallBatches(nn.Module):
+    """Raises the CUDA out-of-memory error for batches above ``limit`` images, as a GPU would."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} images")
+        return self.conv(x)
+
+
+def oom_unless_small_batch() -> nn.Module:
+    """Fits with batches of 2: the survey's retry with half the batch must succeed."""
+    model = _NeedsSmallBatches(limit=2)
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+def always_oom() -> nn.Module:
+    """Never fits: retried once, then a failure record."""
+    model = _NeedsSmallBatches(limit=0)
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+def broken() -> nn.Module:
+    raise RuntimeError("checkpoint does not match the architecture")
