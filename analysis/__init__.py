@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.connection import open_results as open  # noqa: A001 - the API the issue names
+from analysis.connection import open_results as open
 from analysis.families import family
 from analysis.named import NamedQuery, named_queries
 from pipeline.errors import PanSurveyError

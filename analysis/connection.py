@@ -20,7 +20,17 @@ from analysis.families import family
 from pipeline.errors import PanSurveyError
 from pipeline.schema import TABLES
 
-REMOTE_SCHEMES: tuple[str, ...] = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "az://", "abfss://", "http://", "https://")
+REMOTE_SCHEMES: tuple[str, ...] = (
+    "s3://",
+    "s3a://",
+    "gs://",
+    "gcs://",
+    "r2://",
+    "az://",
+    "abfss://",
+    "http://",
+    "https://",
+)
 
 
 #: Tables small enough to read into memory when materializing (one row per model, layer, failure, run).
@@ -166,7 +176,6 @@ def open_results(
     tau: float | None = None,
     materialize: bool = False,
     lockdown: bool = False,
-    threads: int | None = None,
 ):
     """Open a results folder as an in-memory DuckDB connection with its views, macros and named queries.
 
@@ -185,8 +194,6 @@ def open_results(
     con = duckdb.connect(":memory:")
     # Every view binds (and every query scans) the same footers: read each once.
     con.execute("SET parquet_metadata_cache = true")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
     if folder.remote:
         _load_remote_support(con, folder.root)
     _register_functions(con)

@@ -1,4 +1,4 @@
-"""Architecture family from a model name: ``resnet50`` -> ``resnet``, ``tf_efficientnet_lite0`` -> ``efficientnet_lite``.
+"""A model's architecture family: ``resnet50`` -> ``resnet``, ``tf_efficientnet_lite0`` -> ``efficientnet_lite``.
 
 A heuristic on timm-style names, so per-family statistics group hundreds of variants into a
 few dozen families. The rule (documented in docs/analysis.md, tested in tests/test_analysis_families.py):
@@ -25,8 +25,11 @@ PREFIXES: tuple[str, ...] = ("tf_", "gluon_", "legacy_", "ig_", "ssl_", "swsl_",
 
 #: Tokens that name a size or a variant of a family rather than the family itself.
 VARIANT_WORDS: frozenset[str] = frozenset(
-    """atto femto pico nano micro tiny small base medium large huge giant xlarge
-    xs s m l xl xxl rw gn bn ln conv hybrid minimal pruned distilled""".split()
+    [
+        *("atto", "femto", "pico", "nano", "micro", "tiny", "small", "base", "medium", "large", "huge", "giant"),
+        *("xlarge", "xs", "s", "m", "l", "xl", "xxl"),
+        *("rw", "gn", "bn", "ln", "conv", "hybrid", "minimal", "pruned", "distilled"),
+    ]
 )
 
 _FIRST = re.compile(r"^(?P<word>.*?[a-z])(?P<num>\d+)[a-z]{0,2}$")

@@ -21,7 +21,9 @@ from importlib import resources
 
 from pipeline.errors import PanSurveyError
 
-_BLOCK = re.compile(r"^-- name:\s*(?P<name>\w+)\s*\n-- about:\s*(?P<about>.+?)\s*\n(?P<sql>.*?)(?=^-- name:|\Z)", re.M | re.S)
+_BLOCK = re.compile(
+    r"^-- name:\s*(?P<name>\w+)\s*\n-- about:\s*(?P<about>.+?)\s*\n(?P<sql>.*?)(?=^-- name:|\Z)", re.M | re.S
+)
 
 _NEURON_GROUPS = """
 WITH g AS (

@@ -105,7 +105,9 @@ def model_tables(
         own[dead] *= 1000.0  # what a tiny scale does to z; the rule must ignore it
         cls = classify(own, obs, dead, TAU)
         kernels = (rng.standard_normal((c, kh, kw)) * 0.1).astype(np.float32)
-        kmass = np.stack([kernels[:, 0].sum(1), kernels[:, -1].sum(1), kernels[:, :, 0].sum(1), kernels[:, :, -1].sum(1)], 1)
+        kmass = np.stack(
+            [kernels[:, 0].sum(1), kernels[:, -1].sum(1), kernels[:, :, 0].sum(1), kernels[:, :, -1].sum(1)], 1
+        )
         own_cols = {f"own_z_{s}": own[:, j] for j, s in enumerate(SIDES)}
         # A few NULL sides (as the detector writes for an empty strip) next to the NaN ones.
         null_mask = np.zeros(c, bool) if li % 5 else rng.random(c) < 0.2
@@ -134,31 +136,64 @@ def model_tables(
         parts.append(pa.table(part))
         layer_rows.append(
             {
-                "model_id": model_id, "config_id": config_id, "layer": f"features.{li}.conv",
-                "layer_index": li, "relative_depth": depth, "module_type": "Conv2d", "conv_type": ctype,
-                "in_channels": c, "out_channels": c, "groups": c if ctype == "depthwise" else 1,
-                "kernel_h": kh, "kernel_w": kw, "stride_h": stride, "stride_w": stride,
-                "dilation_h": dil, "dilation_w": dil,
+                "model_id": model_id,
+                "config_id": config_id,
+                "layer": f"features.{li}.conv",
+                "layer_index": li,
+                "relative_depth": depth,
+                "module_type": "Conv2d",
+                "conv_type": ctype,
+                "in_channels": c,
+                "out_channels": c,
+                "groups": c if ctype == "depthwise" else 1,
+                "kernel_h": kh,
+                "kernel_w": kw,
+                "stride_h": stride,
+                "stride_w": stride,
+                "dilation_h": dil,
+                "dilation_w": dil,
                 **{f"pad_{s}": kh // 2 * dil for s in SIDES},
-                "padding_kind": pkind, "padding_mode": pmode, "in_h": 56, "in_w": 56,
-                "out_h": 56 // stride, "out_w": 56 // stride, **{f"strip_{s}": 1 for s in SIDES},
-                "in_scope": True, "skipped": None, "pans": int(np.sum(part["is_pan"])),
+                "padding_kind": pkind,
+                "padding_mode": pmode,
+                "in_h": 56,
+                "in_w": 56,
+                "out_h": 56 // stride,
+                "out_w": 56 // stride,
+                **{f"strip_{s}": 1 for s in SIDES},
+                "in_scope": True,
+                "skipped": None,
+                "pans": int(np.sum(part["is_pan"])),
             }
         )
-    neurons_table = pa.concat_tables([p.cast(TABLES["neurons"]) for p in (t.select(TABLES["neurons"].names) for t in parts)])
+    neurons_table = pa.concat_tables(
+        [p.cast(TABLES["neurons"]) for p in (t.select(TABLES["neurons"].names) for t in parts)]
+    )
     layers = table_from_rows("layers", layer_rows)
     padded = neurons_table.num_rows
     out_of_scope = int(rng.integers(0, 200))  # 1x1 convs without padding: counted, not measured
     model_row = {
-        "model_id": model_id, "config_id": config_id, "run_id": "run-synthetic", "source": "timm",
-        "architecture": architecture, "pretrained_tag": f"synthetic_{index}", "pretrained": True,
+        "model_id": model_id,
+        "config_id": config_id,
+        "run_id": "run-synthetic",
+        "source": "timm",
+        "architecture": architecture,
+        "pretrained_tag": f"synthetic_{index}",
+        "pretrained": True,
         "num_params": None if index % 7 == 3 else int(10 ** rng.uniform(6, 8.4)),
-        "conv_layers": n_layers + 3, "conv_neurons": padded + out_of_scope, "padded_layers": n_layers,
-        "padded_neurons": padded, "skipped_neurons": 0,
+        "conv_layers": n_layers + 3,
+        "conv_neurons": padded + out_of_scope,
+        "padded_layers": n_layers,
+        "padded_neurons": padded,
+        "skipped_neurons": 0,
         "pans": int(pa.compute.sum(neurons_table["is_pan"].cast(pa.int64())).as_py() or 0),
         "dead_neurons": int(pa.compute.sum(neurons_table["dead"].cast(pa.int64())).as_py() or 0),
-        "probe": "synthetic", "num_images": 8, "image_h": 224, "image_w": 224, "tau": TAU,
-        "reference": "channel_mean", "detector_version": "synthetic",
+        "probe": "synthetic",
+        "num_images": 8,
+        "image_h": 224,
+        "image_w": 224,
+        "tau": TAU,
+        "reference": "channel_mean",
+        "detector_version": "synthetic",
         "top1": None if index % 5 == 2 else float(rng.uniform(65, 88)),
         "created_at": datetime(2025, 1, 1, tzinfo=UTC),
     }
@@ -179,13 +214,24 @@ def build_folder(
     for j in range(failures):
         model_id = f"timm:broken_net{j}.synthetic"
         row = {
-            "model_id": model_id, "config_id": CONFIG_ID, "run_id": "run-synthetic",
-            "stage": ["load", "detect"][j % 2], "error_type": ["ModelLoadError", "RuntimeError"][j % 2],
-            "message": f"synthetic failure number {j}", "attempt": 1,
+            "model_id": model_id,
+            "config_id": CONFIG_ID,
+            "run_id": "run-synthetic",
+            "stage": ["load", "detect"][j % 2],
+            "error_type": ["ModelLoadError", "RuntimeError"][j % 2],
+            "message": f"synthetic failure number {j}",
+            "attempt": 1,
             "created_at": datetime(2025, 1, 1, tzinfo=UTC),
         }
         store.write("failures", file_key(model_id, CONFIG_ID), table_from_rows("failures", [row]))
-    run = {"run_id": "run-synthetic", "config_id": CONFIG_ID, "command": "synthetic", "specs": ["timm:*"],
-           "config_json": "{}", "versions": "{}", "started_at": datetime(2025, 1, 1, tzinfo=UTC)}
+    run = {
+        "run_id": "run-synthetic",
+        "config_id": CONFIG_ID,
+        "command": "synthetic",
+        "specs": ["timm:*"],
+        "config_json": "{}",
+        "versions": "{}",
+        "started_at": datetime(2025, 1, 1, tzinfo=UTC),
+    }
     store.write("runs", "run-synthetic", table_from_rows("runs", [run]))
     return store

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,16 +58,27 @@ def count_files(root: Path) -> int:
     return sum(1 for _ in root.glob("*/*.parquet"))
 
 
-def time_cli(root: Path, repeat: int) -> tuple[list[float], str]:
-    """Wall time of the real command, ``pans stats DIR`` in a fresh process (imports included)."""
-    times, out = [], ""
+def time_cli(root: Path, repeat: int) -> tuple[list[float], list[float], str]:
+    """Wall and CPU (user + system) time of the real command, ``pans stats DIR``, in a fresh process.
+
+    CPU time is reported too because wall time on a shared machine depends on what else runs.
+    """
+    times, cpu, out = [], [], ""
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "stats", str(root)], capture_output=True,
-                              text=True, cwd=REPO, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "stats", str(root)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         out = proc.stdout
-    return times, out
+    return times, cpu, out
 
 
 def time_in_process(root: Path, repeat: int) -> list[float]:
@@ -136,18 +148,22 @@ def main() -> int:
     size = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e9
     print(f"folder {root}: {count_files(root)} parquet files, {size:.2f} GB")
 
-    before_cli, before_out = time_cli(root, args.repeat)
+    print(f"load average before timing: {os.getloadavg()[0]:.1f}")
+    before_cli, before_cpu, before_out = time_cli(root, args.repeat)
     before_in = time_in_process(root, args.repeat)
     print(summary("pans stats, before compaction (CLI process)", before_cli))
+    print(summary("  CPU time of that process (user + system)  ", before_cpu))
     print(summary("pans stats, before compaction (in process) ", before_in))
 
     start = time.perf_counter()
     how = compact_folder(root)
     print(f"compacted with {how} in {time.perf_counter() - start:.1f} s: {count_files(root)} parquet files now")
 
-    after_cli, after_out = time_cli(root, args.repeat)
+    print(f"load average before timing: {os.getloadavg()[0]:.1f}")
+    after_cli, after_cpu, after_out = time_cli(root, args.repeat)
     after_in = time_in_process(root, args.repeat)
     print(summary("pans stats, after compaction (CLI process) ", after_cli))
+    print(summary("  CPU time of that process (user + system)  ", after_cpu))
     print(summary("pans stats, after compaction (in process)  ", after_in))
     same = before_out == after_out
     print(f"same statistics before and after compaction: {same}")

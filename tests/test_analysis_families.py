@@ -51,10 +51,15 @@ def test_family_in_sql(tmp_path) -> None:
 
     store = ResultStore(tmp_path)
     store.ensure()
-    rows = [{"model_id": "timm:tf_efficientnet_lite0.in1k", "config_id": "c", "architecture": "tf_efficientnet_lite0"},
-            {"model_id": "local-dir:/x/wide_resnet50_2", "config_id": "c", "architecture": None}]
+    rows = [
+        {"model_id": "timm:tf_efficientnet_lite0.in1k", "config_id": "c", "architecture": "tf_efficientnet_lite0"},
+        {"model_id": "local-dir:/x/wide_resnet50_2", "config_id": "c", "architecture": None},
+    ]
     store.write("models", "k", table_from_rows("models", rows))
     con = analysis.open(tmp_path)
     got = dict(con.sql("SELECT model_id, family FROM models").fetchall())
-    assert got == {"timm:tf_efficientnet_lite0.in1k": "efficientnet_lite", "local-dir:/x/wide_resnet50_2": "wide_resnet"}
+    assert got == {
+        "timm:tf_efficientnet_lite0.in1k": "efficientnet_lite",
+        "local-dir:/x/wide_resnet50_2": "wide_resnet",
+    }
     assert con.sql("SELECT pan_family('resnet152')").fetchall() == [("resnet",)]

@@ -42,8 +42,20 @@ def test_named_query_and_list(folder, capsys):
 
 def test_query_writes_csv_and_json_files(folder, tmp_path, capsys):
     out_csv = tmp_path / "n.csv"
-    assert main(["query", str(folder), "SELECT model_id, channel, kernel, own_z_top FROM neurons ORDER BY 1, 2 LIMIT 5",
-                 "--format", "csv", "--output", str(out_csv)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(folder),
+                "SELECT model_id, channel, kernel, own_z_top FROM neurons ORDER BY 1, 2 LIMIT 5",
+                "--format",
+                "csv",
+                "--output",
+                str(out_csv),
+            ]
+        )
+        == 0
+    )
     assert "5 rows written" in capsys.readouterr().out
     with out_csv.open() as fh:
         records = list(csv.DictReader(fh))
@@ -117,3 +129,19 @@ def test_stats_prints_every_named_table(folder, capsys):
     assert list(data) == ["pans_by_side"] and data["pans_by_side"]
     assert main(["stats", str(folder), "--only", "nope"]) == 2
     assert "no named query 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DESCRIBE neurons",
+        "SUMMARIZE models",
+        "EXPLAIN SELECT * FROM models",
+        "FROM models SELECT model_id",
+        "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
+        "SELECT * FROM named_queries",
+    ],
+)
+def test_query_allows_read_only_statements(folder, capsys, sql):
+    assert main(["query", str(folder), sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -17,8 +17,14 @@ from pipeline.store import ResultStore
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / ".artifacts"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -26,9 +32,18 @@ CHROMIUM_FLAGS = [
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report") / "results"
     build_folder(root, models=6, neurons_per_model=200, failures=2, seed=5)
-    rows = [{"model_id": "timm:resnet50.synthetic_0", "config_id": "cfgsynthetic", "experiment": "ablation",
-             "condition": c, "seed": s, "metric": "top1_agreement", "value": v}
-            for c, s, v in (("pan_ablation", 0, 0.91), ("random_control", 0, 0.99), ("random_control", 1, 0.98))]
+    rows = [
+        {
+            "model_id": "timm:resnet50.synthetic_0",
+            "config_id": "cfgsynthetic",
+            "experiment": "ablation",
+            "condition": c,
+            "seed": s,
+            "metric": "top1_agreement",
+            "value": v,
+        }
+        for c, s, v in (("pan_ablation", 0, 0.91), ("random_control", 0, 0.99), ("random_control", 1, 0.98))
+    ]
     ResultStore(root).write("impact", "k", table_from_rows("impact", rows))
     out = root.parent / "report.html"
     assert main(["report", str(root), "--out", str(out), "--top-k", "4"]) == 0
@@ -41,8 +56,19 @@ def test_report_is_self_contained(report: Path):
     assert len(images) >= 8
     assert all(src.startswith("data:image/png;base64,") for src in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
-    for section in ("overview", "models", "families", "depth", "types", "layers", "size", "kernels", "border",
-                    "impact", "failures"):
+    for section in (
+        "overview",
+        "models",
+        "families",
+        "depth",
+        "types",
+        "layers",
+        "size",
+        "kernels",
+        "border",
+        "impact",
+        "failures",
+    ):
         assert f'<section id="{section}">' in page
     assert "synthetic failure number 1" in page  # the failures table
     assert "random_control" in page  # the impact hook shows the impact rows
@@ -58,8 +84,12 @@ def test_report_of_an_empty_folder(tmp_path: Path, capsys):
 
 
 def _chromium(args: list[str], profile: Path, timeout: int = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -75,8 +105,10 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
       console.log('PANS_REPORT_CHECK images=' + ok + '/' + imgs.length);
     });</script></body>"""
     probe.write_text(report.read_text().replace("</body>", script))
-    result = _chromium(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
-                        probe.as_uri()], tmp_path / "profile")
+    result = _chromium(
+        ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        tmp_path / "profile",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     marker = re.search(r'data-images="(\d+)/(\d+)"', result.stdout)
     assert marker, "page did not finish loading"
@@ -92,8 +124,9 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report-screenshot.png"
     shot.unlink(missing_ok=True)
-    result = _chromium(["--hide-scrollbars", "--window-size=1280,3000", f"--screenshot={shot}", report.as_uri()],
-                       tmp_path / "profile2")
+    result = _chromium(
+        ["--hide-scrollbars", "--window-size=1280,3000", f"--screenshot={shot}", report.as_uri()], tmp_path / "profile2"
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     from PIL import Image, ImageStat
 

@@ -16,8 +16,19 @@ from pipeline.store import ResultStore
 
 
 def neuron(model: str, channel: int, **extra) -> dict:
-    return {"model_id": model, "config_id": "c1", "layer": "conv1", "layer_index": 0, "channel": channel,
-            "own_z_top": 5.0, "is_pan": True, "pan_sides": "top", "pan_sign": "excited", "dead": False, **extra}
+    return {
+        "model_id": model,
+        "config_id": "c1",
+        "layer": "conv1",
+        "layer_index": 0,
+        "channel": channel,
+        "own_z_top": 5.0,
+        "is_pan": True,
+        "pan_sides": "top",
+        "pan_sign": "excited",
+        "dead": False,
+        **extra,
+    }
 
 
 def test_every_schema_type_has_a_duckdb_type():
@@ -55,10 +66,11 @@ def test_older_file_without_a_column_and_newer_file_with_it(tmp_path: Path):
     pq.write_table(new, tmp_path / "neurons" / "new.parquet")
 
     con = analysis.open(tmp_path)
-    got = {(r[0], r[1]): r[2:] for r in con.sql(
-        "SELECT model_id, channel, kmass_top, border_informed, future_metric FROM neurons").fetchall()}
-    assert got == {("m-old", 0): (None, None, None), ("m-old", 1): (None, None, None),
-                   ("m-new", 0): (0.5, False, 1.5)}
+    got = {
+        (r[0], r[1]): r[2:]
+        for r in con.sql("SELECT model_id, channel, kmass_top, border_informed, future_metric FROM neurons").fetchall()
+    }
+    assert got == {("m-old", 0): (None, None, None), ("m-old", 1): (None, None, None), ("m-new", 0): (0.5, False, 1.5)}
 
 
 def test_columns_missing_from_every_file_read_as_null(tmp_path: Path):

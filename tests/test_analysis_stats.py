@@ -81,12 +81,21 @@ def per_model(data: dict) -> list[dict]:
     for (mid, _cfg), m in data["models"].items():
         own = [n for n in data["neurons"] if n["model_id"] == mid]
         pans = sum(n["is_pan"] for n in own)
-        out.append({
-            "model_id": mid, "family": family(m["architecture"]), "padded_neurons": len(own), "pans": pans,
-            "pan_pct_padded": pct(pans, len(own)), "conv_neurons": m["conv_neurons"],
-            "pan_pct_conv": pct(pans, m["conv_neurons"]), "dead": sum(n["dead"] for n in own),
-            "border_informed": sum(n["border_informed"] for n in own), "num_params": m["num_params"], "top1": m["top1"],
-        })
+        out.append(
+            {
+                "model_id": mid,
+                "family": family(m["architecture"]),
+                "padded_neurons": len(own),
+                "pans": pans,
+                "pan_pct_padded": pct(pans, len(own)),
+                "conv_neurons": m["conv_neurons"],
+                "pan_pct_conv": pct(pans, m["conv_neurons"]),
+                "dead": sum(n["dead"] for n in own),
+                "border_informed": sum(n["border_informed"] for n in own),
+                "num_params": m["num_params"],
+                "top1": m["top1"],
+            }
+        )
     return out
 
 
@@ -102,12 +111,15 @@ def test_overview(con, data):
     per = per_model(data)
     with_conv = [p for p in per if p["conv_neurons"] is not None]
     expected = {
-        "models": len(per), "families": len({p["family"] for p in per}),
-        "padded_neurons": sum(p["padded_neurons"] for p in per), "pans": sum(p["pans"] for p in per),
+        "models": len(per),
+        "families": len({p["family"] for p in per}),
+        "padded_neurons": sum(p["padded_neurons"] for p in per),
+        "pans": sum(p["pans"] for p in per),
         "pan_pct_padded": pct(sum(p["pans"] for p in per), sum(p["padded_neurons"] for p in per)),
         "median_model_pan_pct": statistics.median(p["pan_pct_padded"] for p in per),
         "pan_pct_conv": pct(sum(p["pans"] for p in with_conv), sum(p["conv_neurons"] for p in with_conv)),
-        "dead": sum(p["dead"] for p in per), "border_informed": sum(p["border_informed"] for p in per),
+        "dead": sum(p["dead"] for p in per),
+        "border_informed": sum(p["border_informed"] for p in per),
         "failures": len(data["failures"]),
     }
     assert_rows(rows(con, "overview"), [expected], "models")
@@ -120,13 +132,19 @@ def test_pans_by_family(con, data):
     expected = []
     for fam, ps in groups.items():
         shares = [p["pan_pct_padded"] for p in ps]
-        expected.append({
-            "family": fam, "models": len(ps), "padded_neurons": sum(p["padded_neurons"] for p in ps),
-            "pans": sum(p["pans"] for p in ps),
-            "pan_pct_padded": pct(sum(p["pans"] for p in ps), sum(p["padded_neurons"] for p in ps)),
-            "median_model_pan_pct": statistics.median(shares), "min_model_pan_pct": min(shares),
-            "max_model_pan_pct": max(shares), "median_model_pans": float(statistics.median(p["pans"] for p in ps)),
-        })
+        expected.append(
+            {
+                "family": fam,
+                "models": len(ps),
+                "padded_neurons": sum(p["padded_neurons"] for p in ps),
+                "pans": sum(p["pans"] for p in ps),
+                "pan_pct_padded": pct(sum(p["pans"] for p in ps), sum(p["padded_neurons"] for p in ps)),
+                "median_model_pan_pct": statistics.median(shares),
+                "min_model_pan_pct": min(shares),
+                "max_model_pan_pct": max(shares),
+                "median_model_pans": float(statistics.median(p["pans"] for p in ps)),
+            }
+        )
     assert_rows(rows(con, "pans_by_family"), expected, "family")
     assert {"efficientnet_lite", "efficientnet", "resnet", "mobilenetv3"} <= set(groups)
 
@@ -142,9 +160,16 @@ def layer_breakdown(data: dict, keyfn) -> list[dict]:
         g["bi"] += n["border_informed"]
     total_pans = sum(g["pans"] for g in groups.values())
     return [
-        {"key": k, "layers": len(g["layers"]), "neurons": g["neurons"], "pans": g["pans"],
-         "pan_pct": pct(g["pans"], g["neurons"]), "pct_of_pans": pct(g["pans"], total_pans),
-         "dead": g["dead"], "border_informed": g["bi"]}
+        {
+            "key": k,
+            "layers": len(g["layers"]),
+            "neurons": g["neurons"],
+            "pans": g["pans"],
+            "pan_pct": pct(g["pans"], g["neurons"]),
+            "pct_of_pans": pct(g["pans"], total_pans),
+            "dead": g["dead"],
+            "border_informed": g["bi"],
+        }
         for k, g in groups.items()
     ]
 
@@ -192,7 +217,9 @@ def test_pan_types(con, data):
     counts = defaultdict(int)
     for n in pans:
         counts[(pan_type(n["pan_sides"]), n["pan_sign"])] += 1
-    expected = [{"pan_type": t, "pan_sign": s, "pans": c, "pct_of_pans": pct(c, len(pans))} for (t, s), c in counts.items()]
+    expected = [
+        {"pan_type": t, "pan_sign": s, "pans": c, "pct_of_pans": pct(c, len(pans))} for (t, s), c in counts.items()
+    ]
     assert {"single side", "corner pair", "opposite pair", "all four"} <= {t for t, _ in counts}
     assert_rows(rows(con, "pan_types"), expected, ("pan_type", "pan_sign"))
 
@@ -205,8 +232,17 @@ def test_pans_by_side_and_side_sets(con, data):
         for side in n["pan_sides"].split("+"):
             by_side[side]["pans"] += 1
             by_side[side][n["pan_sign"]] += 1
-        e = sets.setdefault(n["pan_sides"], {"pan_sides": n["pan_sides"], "pan_type": pan_type(n["pan_sides"]),
-                                            "pans": 0, "excited": 0, "inhibited": 0, "mixed": 0})
+        e = sets.setdefault(
+            n["pan_sides"],
+            {
+                "pan_sides": n["pan_sides"],
+                "pan_type": pan_type(n["pan_sides"]),
+                "pans": 0,
+                "excited": 0,
+                "inhibited": 0,
+                "mixed": 0,
+            },
+        )
         e["pans"] += 1
         e[n["pan_sign"]] += 1
     for e in sets.values():
@@ -230,12 +266,19 @@ def test_border_response(con, data):
     for fam, ns in family_rollup(data).items():
         own = sum(n["is_pan"] for n in ns)
         inherited = sum(n["border_informed"] for n in ns)
-        expected.append({
-            "family": fam, "models": len({n["model_id"] for n in ns}), "padded_neurons": len(ns),
-            "own": own, "own_pct": pct(own, len(ns)), "inherited": inherited, "inherited_pct": pct(inherited, len(ns)),
-            "neither": sum(not n["is_pan"] and not n["border_informed"] and not n["dead"] for n in ns),
-            "inherited_per_own": inherited / own if own else None,
-        })
+        expected.append(
+            {
+                "family": fam,
+                "models": len({n["model_id"] for n in ns}),
+                "padded_neurons": len(ns),
+                "own": own,
+                "own_pct": pct(own, len(ns)),
+                "inherited": inherited,
+                "inherited_pct": pct(inherited, len(ns)),
+                "neither": sum(not n["is_pan"] and not n["border_informed"] and not n["dead"] for n in ns),
+                "inherited_per_own": inherited / own if own else None,
+            }
+        )
     actual = rows(con, "border_response")
     assert actual[0]["family"] == "(all)"
     assert_rows(actual, expected, "family")
@@ -248,10 +291,15 @@ def test_dead_neurons(con, data):
         groups[p["family"]].append(p)
         groups["(all)"].append(p)
     expected = [
-        {"family": fam, "models": len(ps), "models_with_dead": sum(p["dead"] > 0 for p in ps),
-         "padded_neurons": sum(p["padded_neurons"] for p in ps), "dead": sum(p["dead"] for p in ps),
-         "dead_pct": pct(sum(p["dead"] for p in ps), sum(p["padded_neurons"] for p in ps)),
-         "max_model_dead_pct": max(pct(p["dead"], p["padded_neurons"]) for p in ps)}
+        {
+            "family": fam,
+            "models": len(ps),
+            "models_with_dead": sum(p["dead"] > 0 for p in ps),
+            "padded_neurons": sum(p["padded_neurons"] for p in ps),
+            "dead": sum(p["dead"] for p in ps),
+            "dead_pct": pct(sum(p["dead"] for p in ps), sum(p["padded_neurons"] for p in ps)),
+            "max_model_dead_pct": max(pct(p["dead"], p["padded_neurons"]) for p in ps),
+        }
         for fam, ps in groups.items()
     ]
     assert sum(p["dead"] for p in per) > 0
@@ -265,10 +313,17 @@ def binned(per: list[dict], label) -> list[dict]:
     out = []
     for key, ps in groups.items():
         shares = [p["pan_pct_padded"] for p in ps]
-        out.append({"key": key, "models": len(ps), "pans": sum(p["pans"] for p in ps),
-                    "pan_pct_padded": pct(sum(p["pans"] for p in ps), sum(p["padded_neurons"] for p in ps)),
-                    "median_model_pan_pct": statistics.median(shares), "mean_model_pan_pct": statistics.mean(shares),
-                    "_ps": ps})
+        out.append(
+            {
+                "key": key,
+                "models": len(ps),
+                "pans": sum(p["pans"] for p in ps),
+                "pan_pct_padded": pct(sum(p["pans"] for p in ps), sum(p["padded_neurons"] for p in ps)),
+                "median_model_pan_pct": statistics.median(shares),
+                "mean_model_pan_pct": statistics.mean(shares),
+                "_ps": ps,
+            }
+        )
     return out
 
 
@@ -325,12 +380,20 @@ def average_ranks(values: list[float]) -> list[float]:
 def test_pan_share_correlations(con, data):
     per = per_model(data)
     expected = []
-    for against, xfn in (("log10(num_params)", lambda p: math.log10(p["num_params"]) if p["num_params"] else None),
-                         ("top1", lambda p: p["top1"])):
+    for against, xfn in (
+        ("log10(num_params)", lambda p: math.log10(p["num_params"]) if p["num_params"] else None),
+        ("top1", lambda p: p["top1"]),
+    ):
         pairs = [(xfn(p), p["pan_pct_padded"]) for p in per if xfn(p) is not None]
         xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
-        expected.append({"against": against, "models": len(pairs), "pearson": statistics.correlation(xs, ys),
-                         "spearman": statistics.correlation(average_ranks(xs), average_ranks(ys))})
+        expected.append(
+            {
+                "against": against,
+                "models": len(pairs),
+                "pearson": statistics.correlation(xs, ys),
+                "spearman": statistics.correlation(average_ranks(xs), average_ranks(ys)),
+            }
+        )
     assert_rows(rows(con, "pan_share_correlations"), expected, "against")
 
 
@@ -338,16 +401,40 @@ def test_failures_summary(con, data):
     groups = defaultdict(list)
     for f in data["failures"]:
         groups[(f["stage"], f["error_type"])].append(f)
-    expected = [{"stage": s, "error_type": e, "failures": len(fs), "models": len({f["model_id"] for f in fs}),
-                 "example": min(f["message"] for f in fs)[:160]} for (s, e), fs in groups.items()]
+    expected = [
+        {
+            "stage": s,
+            "error_type": e,
+            "failures": len(fs),
+            "models": len({f["model_id"] for f in fs}),
+            "example": min(f["message"] for f in fs)[:160],
+        }
+        for (s, e), fs in groups.items()
+    ]
     assert_rows(rows(con, "failures_summary"), expected, ("stage", "error_type"))
 
 
 def test_every_named_query_is_tested():
-    tested = {"overview", "pans_per_model", "pans_by_family", "pans_by_depth", "pans_by_kernel", "pans_by_stride",
-              "pans_by_dilation", "pans_by_padding", "pans_by_conv_type", "pan_types", "pans_by_side",
-              "pan_side_sets", "border_response", "dead_neurons", "pans_vs_size", "pans_vs_accuracy",
-              "pan_share_correlations", "failures_summary"}
+    tested = {
+        "overview",
+        "pans_per_model",
+        "pans_by_family",
+        "pans_by_depth",
+        "pans_by_kernel",
+        "pans_by_stride",
+        "pans_by_dilation",
+        "pans_by_padding",
+        "pans_by_conv_type",
+        "pan_types",
+        "pans_by_side",
+        "pan_side_sets",
+        "border_response",
+        "dead_neurons",
+        "pans_vs_size",
+        "pans_vs_accuracy",
+        "pan_share_correlations",
+        "failures_summary",
+    }
     assert {q.name for q in analysis.named_queries()} == tested
 
 
@@ -373,15 +460,23 @@ def classify(n: dict, tau: float) -> tuple[bool, str | None, str | None, bool]:
 @pytest.mark.parametrize("tau", [2.0, 3.0, 5.5])
 def test_pans_at_reclassifies_like_the_detector(con, data, tau):
     got = {
-        (r["model_id"], r["layer_index"], r["channel"]): (r["is_pan"], r["pan_sides"], r["pan_sign"], r["border_informed"])
+        (r["model_id"], r["layer_index"], r["channel"]): (
+            r["is_pan"],
+            r["pan_sides"],
+            r["pan_sign"],
+            r["border_informed"],
+        )
         for r in con.sql(f"SELECT * FROM pans_at({tau}) SEMI JOIN models USING (model_id, config_id)")
-        .to_arrow_table().to_pylist()
+        .to_arrow_table()
+        .to_pylist()
     }
     expected = {(n["model_id"], n["layer_index"], n["channel"]): classify(n, tau) for n in data["neurons"]}
     assert got == expected
     if tau == 3.0:  # the stored classification was made at tau 3 with the same rule
-        stored = {k: (n["is_pan"], n["pan_sides"], n["pan_sign"], n["border_informed"])
-                  for k, n in zip(expected, data["neurons"], strict=True)}
+        stored = {
+            k: (n["is_pan"], n["pan_sides"], n["pan_sign"], n["border_informed"])
+            for k, n in zip(expected, data["neurons"], strict=True)
+        }
         assert stored == expected
 
 
@@ -400,12 +495,16 @@ def test_sweep_and_per_model_at(con, data, folder):
         expected = sum(classify(n, tau)[0] for n in data["neurons"])
         assert sweep[tau]["pans"] == expected
         assert sweep[tau]["padded_neurons"] == len(data["neurons"])
-    per = {r["model_id"]: r["pans"] for r in con.sql("SELECT * FROM pans_per_model_at(4.0)").to_arrow_table().to_pylist()}
+    per = {
+        r["model_id"]: r["pans"] for r in con.sql("SELECT * FROM pans_per_model_at(4.0)").to_arrow_table().to_pylist()
+    }
     for mid, _ in data["models"]:
         assert per[mid] == sum(classify(n, 4.0)[0] for n in data["neurons"] if n["model_id"] == mid)
     # --tau re-classifies every named query: pans_per_model at tau 4 equals the macro's counts.
     at4 = analysis.open(folder, tau=4.0, materialize=True)
-    assert {r["model_id"]: r["pans"] for r in at4.sql("SELECT * FROM pans_per_model").to_arrow_table().to_pylist()} == per
+    assert {
+        r["model_id"]: r["pans"] for r in at4.sql("SELECT * FROM pans_per_model").to_arrow_table().to_pylist()
+    } == per
 
 
 def test_fetch_as_arrow_and_missing_optional_libraries(con):
@@ -419,3 +518,34 @@ def test_fetch_as_arrow_and_missing_optional_libraries(con):
                 analysis.fetch(con, "@pans_by_kernel", as_=kind)
         else:
             assert len(analysis.fetch(con, "@pans_by_kernel", as_=kind)) == table.num_rows
+
+
+def test_lazy_views_give_the_same_numbers(con, folder):
+    lazy = analysis.open(folder)
+    for query in analysis.named_queries():
+        got, want = rows(lazy, query.name), rows(con, query.name)
+        assert len(got) == len(want), query.name
+        for a, b in zip(got, want, strict=True):
+            assert a.keys() == b.keys()
+            for key, value in b.items():  # float sums may differ in the last bit
+                same = a[key] == pytest.approx(value, rel=1e-12) if isinstance(value, float) else a[key] == value
+                assert same, (query.name, key)
+
+
+def test_configurations_are_never_mixed(tmp_path):
+    import numpy as np
+
+    root = tmp_path / "r"
+    build_folder(root, models=3, neurons_per_model=80, failures=0)
+    store = ResultStore(root)
+    second = 0
+    for i in range(2):  # two of the models again, under a second configuration
+        tables = model_tables(i, "resnet50", 50, np.random.default_rng(i), config_id="cfgsecond")
+        store.write_model(tables, file_key(tables["models"]["model_id"][0].as_py(), "cfgsecond"))
+        second += tables["neurons"].num_rows
+    con = analysis.open(root, materialize=True)
+    overview = {r["config_id"]: r for r in con.sql("SELECT * FROM overview").to_arrow_table().to_pylist()}
+    assert overview["cfgsynthetic"]["models"] == 3 and overview["cfgsecond"]["models"] == 2
+    assert overview["cfgsecond"]["padded_neurons"] == second
+    by_family = con.sql("SELECT config_id, sum(models) FROM pans_by_family GROUP BY ALL ORDER BY 1").fetchall()
+    assert by_family == [("cfgsecond", 2), ("cfgsynthetic", 3)]

@@ -27,6 +27,7 @@ CLASS_NAMES = ["far", "near"]
 WIDTH = 16
 PADS = (1, 1, 1)
 STRIDE3 = 2
+STRIDE2 = 2
 CANVAS, CONTRAST, NOISE = 0.5, 0.5, 0.08  # grey noisy canvas, a brighter square
 MEAN, STD = 0.5, 0.25  # normalisation the model expects
 
@@ -37,7 +38,7 @@ class BorderCNN(nn.Module):
     def __init__(self, width: int = WIDTH) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, padding=PADS[0])
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=PADS[1])
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=STRIDE2, padding=PADS[1])
         self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, stride=STRIDE3, padding=PADS[2])
         self.head = nn.Linear(2 * width, len(CLASS_NAMES))
         self.pretrained_cfg = {"input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "mean": (MEAN,) * 3, "std": (STD,) * 3,
@@ -56,9 +57,11 @@ def _distance_to_border(top: torch.Tensor, left: torch.Tensor, size: int, patch:
 
 
 def border_task_pixels(
-    n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH
+    n: int, *, seed: int = 0, size: int | None = None, patch: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images (n, 3, size, size) in [0, 1] and labels (1 = near the border, 0 = far), balanced."""
+    size = size or IMAGE_SIZE
+    patch = patch or PATCH
     g = torch.Generator().manual_seed(seed)
     images = CANVAS + NOISE * torch.randn(n, 1, size, size, generator=g)
     labels = torch.arange(n) % 2
@@ -78,7 +81,9 @@ def border_task_pixels(
     return images, labels
 
 
-def border_task(n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def border_task(
+    n: int, *, seed: int = 0, size: int | None = None, patch: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`border_task_pixels`, normalised the way the model expects (what it is fed)."""
     pixels, labels = border_task_pixels(n, seed=seed, size=size, patch=patch)
     return (pixels - MEAN) / STD, labels

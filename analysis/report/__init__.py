@@ -38,13 +38,15 @@ def render_html(ctx: ReportContext, sections: list[Section], *, elapsed: float |
 </head>
 <body>
 <header><h1>Padding Aware Neurons: survey report</h1>
-<div class="sub">{html.escape(str(ctx.directory))} &middot; configuration {html.escape(ctx.config)} &middot; generated {stamp}</div>
+<div class="sub">{html.escape(str(ctx.directory))} &middot; configuration {html.escape(ctx.config)}
+&middot; generated {stamp}</div>
 </header>
 <nav>{nav}</nav>
 <main>
 {body}
 </main>
-<footer>pan-survey &middot; report built{took} &middot; every number here is also a named query: pans query DIR --list</footer>
+<footer>pan-survey &middot; report built{took} &middot;
+every number here is also a named query: pans query DIR --list</footer>
 </body>
 </html>
 """
@@ -65,13 +67,23 @@ def build_report(
 
     started = time.perf_counter()
     con = open_results(directory, tau=tau, materialize=True)
-    configs = [r[0] for r in con.execute(
-        "SELECT config_id FROM models GROUP BY config_id ORDER BY count(*) DESC, config_id").fetchall()]
+    configs = [
+        r[0]
+        for r in con.execute(
+            "SELECT config_id FROM models GROUP BY config_id ORDER BY count(*) DESC, config_id"
+        ).fetchall()
+    ]
     if config is not None and config not in configs:
         known = ", ".join(configs) or "none"
         raise PanSurveyError(f"configuration {config!r} is not in {directory} (configurations: {known})")
-    ctx = ReportContext(con=con, directory=str(directory), top_k=top_k, tau=tau,
-                        config=config or (configs[0] if configs else ""), configs=configs)
+    ctx = ReportContext(
+        con=con,
+        directory=str(directory),
+        top_k=top_k,
+        tau=tau,
+        config=config or (configs[0] if configs else ""),
+        configs=configs,
+    )
     built = [s for fn in (sections or SECTIONS) if (s := fn(ctx)) is not None]
     page = render_html(ctx, built, elapsed=time.perf_counter() - started)
     path = Path(out)

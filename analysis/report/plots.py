@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
 
 ACCENT = "#c2410c"
 BASE = "#3b6ea8"
@@ -38,24 +38,31 @@ plt.rcParams.update(
 
 
 def short(text: str, width: int = 38) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """``text`` cut to ``width`` in the middle, so both the architecture and the tag stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) * 3 // 5
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
-def pan_share_bars(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str, highlight: int = 0):
-    """Horizontal bars, largest first; the first ``highlight`` bars in the accent colour."""
+def pan_share_bars(
+    labels: Sequence[str], values: Sequence[float | None], *, title: str, xlabel: str, highlight: int = 0
+):
+    """Horizontal bars, largest first; the first ``highlight`` bars in the accent colour; a None value is a gap."""
     n = len(labels)
     fig, ax = plt.subplots(figsize=(8.5, max(1.6, 0.22 * n + 0.9)))
     y = np.arange(n)
     colors = [ACCENT if i < highlight else BASE for i in range(n)]
-    ax.barh(y, values, color=colors, height=0.72)
-    ax.set_yticks(y, [short(lbl) for lbl in labels], fontsize=8)
+    ax.barh(y, [0 if v is None else v for v in values], color=colors, height=0.72)
+    ax.set_yticks(y, [short(lbl, 44) for lbl in labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left")
     ax.grid(axis="y", visible=False)
     top = max([v for v in values if v is not None and not math.isnan(v)] or [1.0])
     for yi, v in zip(y, values, strict=True):
-        ax.text(v + top * 0.01, yi, f"{v:.2f}", va="center", fontsize=7, color="#333")
+        if v is not None:
+            ax.text(v + top * 0.01, yi, f"{v:.2f}", va="center", fontsize=7, color="#333")
     ax.set_xlim(0, top * 1.12)
     return fig
 
@@ -68,7 +75,15 @@ def share_histogram(values: Sequence[float], *, title: str, xlabel: str):
     if len(data):
         med = float(np.median(data))
         ax.axvline(med, color=ACCENT, lw=1.5)
-        ax.text(med, ax.get_ylim()[1] * 0.95, f" median {med:.2f}", color=ACCENT, va="top", fontsize=8)
+        ax.text(
+            med,
+            ax.get_ylim()[1] * 0.97,
+            f" median {med:.2f} ",
+            color=ACCENT,
+            va="top",
+            fontsize=8,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("models")
     ax.set_title(title, loc="left")
@@ -105,7 +120,9 @@ def depth_profile(bins: Sequence[str], pooled: Sequence[float], lines: dict[str,
     axes[0].set_title("All models (pooled)", loc="left")
     for i, (name, values) in enumerate(lines.items()):
         ys = [np.nan if v is None else v for v in values]
-        axes[1].plot(x, ys, marker="o", ms=3, lw=1.4, color=FAMILY_COLORS[i % len(FAMILY_COLORS)], label=short(name, 22))
+        axes[1].plot(
+            x, ys, marker="o", ms=3, lw=1.4, color=FAMILY_COLORS[i % len(FAMILY_COLORS)], label=short(name, 22)
+        )
     axes[1].set_xticks(x, bins, rotation=45, ha="right", fontsize=7)
     axes[1].set_title("Largest families", loc="left")
     if lines:
@@ -116,8 +133,12 @@ def depth_profile(bins: Sequence[str], pooled: Sequence[float], lines: dict[str,
     return fig
 
 
-def type_composition(types: Sequence[str], by_sign: dict[str, Sequence[int]], sides: Sequence[str],
-                     side_by_sign: dict[str, Sequence[int]]):
+def type_composition(
+    types: Sequence[str],
+    by_sign: dict[str, Sequence[int]],
+    sides: Sequence[str],
+    side_by_sign: dict[str, Sequence[int]],
+):
     """Stacked bars of PAN type by sign, and of the sides PANs respond to."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 2.9), gridspec_kw={"width_ratios": [1.4, 1]})
     for ax, cats, data in ((axes[0], types, by_sign), (axes[1], sides, side_by_sign)):
@@ -143,7 +164,7 @@ def category_panels(panels: list[tuple[str, Sequence[str], Sequence[float], Sequ
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 0.4, 2.9 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (title, cats, pct, neurons) in zip(axes.flat, panels, strict=False):
         x = np.arange(len(cats))
@@ -181,8 +202,14 @@ def share_scatter(panels: list[tuple[str, Sequence[float], Sequence[float], Sequ
         ax.set_ylabel("PANs, % of padded neurons")
     handles = [plt.Line2D([], [], marker="o", ls="", color=color_of[f], label=short(f, 20)) for f in families]
     handles.append(plt.Line2D([], [], marker="o", ls="", color=MUTED, label="other"))
-    fig.legend(handles=handles, loc="upper center", ncol=min(9, len(handles)), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 1.06))
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(9, len(handles)),
+        fontsize=7,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.06),
+    )
     fig.tight_layout()
     return fig
 
@@ -193,7 +220,7 @@ def kernel_grid(items: list[dict], cols: int = 6):
     ``items``: dicts with kernel (kh x kw array), kmass (top, bottom, left, right), title.
     """
     rows = max(1, math.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.25 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items, strict=False):
@@ -204,12 +231,12 @@ def kernel_grid(items: list[dict], cols: int = 6):
         top, bottom, left, right = item["kmass"]
         kh, kw = kernel.shape
         style = {"fontsize": 6, "color": "#333", "ha": "center", "va": "center"}
-        ax.text((kw - 1) / 2, -0.5 - 0.28 * kh, _mass(top), **style)
-        ax.text((kw - 1) / 2, kh - 0.5 + 0.28 * kh, _mass(bottom), **style)
-        ax.text(-0.5 - 0.3 * kw, (kh - 1) / 2, _mass(left), rotation=90, **style)
-        ax.text(kw - 0.5 + 0.3 * kw, (kh - 1) / 2, _mass(right), rotation=90, **style)
-        ax.set_xlim(-0.5 - 0.5 * kw, kw - 0.5 + 0.5 * kw)
-        ax.set_ylim(kh - 0.5 + 0.5 * kh, -0.5 - 0.5 * kh)
+        ax.text((kw - 1) / 2, -0.5 - 0.2 * kh, _mass(top), **style)
+        ax.text((kw - 1) / 2, kh - 0.5 + 0.2 * kh, _mass(bottom), **style)
+        ax.text(-0.5 - 0.2 * kw, (kh - 1) / 2, _mass(left), rotation=90, **style)
+        ax.text(kw - 0.5 + 0.2 * kw, (kh - 1) / 2, _mass(right), rotation=90, **style)
+        ax.set_xlim(-0.5 - 0.42 * kw, kw - 0.5 + 0.42 * kw)
+        ax.set_ylim(kh - 0.5 + 0.42 * kh, -0.5 - 0.42 * kh)
     fig.tight_layout(h_pad=0.6, w_pad=0.3)
     return fig
 
@@ -227,9 +254,17 @@ def border_images(items: list[dict], cols: int = 8):
     n = len(items)
     cols = min(cols, max(1, n))
     blocks = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(1.45 * cols + 1.0, 3.1 * blocks), squeeze=False)
-    for ax in axes.flat:
+    # Per block: an own-z row, an observed-z row, and a thin spacer row that keeps the next block's titles clear.
+    fig, cells = plt.subplots(
+        3 * blocks,
+        cols,
+        figsize=(1.45 * cols + 1.0, 3.5 * blocks),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1, 1, 0.32] * blocks},
+    )
+    for ax in cells.flat:
         ax.axis("off")
+    axes = np.concatenate([cells[3 * b : 3 * b + 2] for b in range(blocks)])
     images = [(_grid3(it["own"]), _grid3(it["obs"])) for it in items]
     vmax = max([float(np.nanmax(np.abs(g))) for pair in images for g in pair if np.isfinite(g).any()] or [1.0]) or 1.0
     norm = TwoSlopeNorm(0, -vmax, vmax)
@@ -251,7 +286,7 @@ def border_images(items: list[dict], cols: int = 8):
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
     if mappable is not None:
-        cbar = fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+        cbar = fig.colorbar(mappable, ax=cells.ravel().tolist(), fraction=0.025, pad=0.02)
         cbar.set_label("mean z (border minus reference, in interior std)", fontsize=7)
         cbar.ax.tick_params(labelsize=7)
     return fig

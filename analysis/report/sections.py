@@ -70,7 +70,9 @@ def overview_section(ctx: ReportContext) -> Section:
         ("PANs, % of all conv", _num(row.get("pan_pct_conv"), "{:.2f}%")),
         ("failed models", _num(row.get("failures"))),
     ]
-    card_html = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in cards)
+    card_html = "".join(
+        f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in cards
+    )
     probe = settings.get("probe")
     size = f"{settings.get('image_h')}x{settings.get('image_w')}" if settings.get("image_h") else "?"
     classification = (
@@ -98,28 +100,51 @@ def per_model_section(ctx: ReportContext) -> Section:
     ids, pcts = _col(t, "model_id"), _col(t, "pan_pct_padded")
     parts = []
     if t.num_rows > ctx.top_k:
-        parts.append(figure_html(
-            plots.share_histogram(pcts, title=f"PAN share of all {t.num_rows} models", xlabel="PANs, % of padded neurons"),
-            alt="histogram of per-model PAN share",
-            caption="Distribution over models of the share of padded neurons that are PANs; the line is the median.",
-        ))
+        parts.append(
+            figure_html(
+                plots.share_histogram(
+                    pcts, title=f"PAN share of all {t.num_rows} models", xlabel="PANs, % of padded neurons"
+                ),
+                alt="histogram of per-model PAN share",
+                caption="Distribution over models of the share of padded neurons that are PANs; "
+                "the line is the median.",
+            )
+        )
         k = ctx.top_k // 2
-        labels = ids[:k] + ["…"] + ids[-k:]
-        values = pcts[:k] + [0.0] + pcts[-k:]
+        labels = [*ids[:k], f"… {t.num_rows - 2 * k} more …", *ids[-k:]]
+        values = [*pcts[:k], None, *pcts[-k:]]
         title = f"The {k} models with the highest and the {k} with the lowest PAN share (of {t.num_rows})"
-        parts.append(figure_html(
-            plots.pan_share_bars(labels, values, title=title, xlabel="PANs, % of padded neurons", highlight=k),
-            alt="per-model PAN share, top and bottom", caption="Highest in orange, lowest in blue. "
-            "All models: <code>pans query DIR @pans_per_model</code>.",
-        ))
+        parts.append(
+            figure_html(
+                plots.pan_share_bars(labels, values, title=title, xlabel="PANs, % of padded neurons", highlight=k),
+                alt="per-model PAN share, top and bottom",
+                caption="Highest in orange, lowest in blue. All models: "
+                f"<code>pans query {esc(ctx.directory)} @pans_per_model</code>.",
+            )
+        )
     else:
-        parts.append(figure_html(
-            plots.pan_share_bars(ids, pcts, title="PAN share per model", xlabel="PANs, % of padded neurons"),
-            alt="per-model PAN share", caption="Share of each model's padded neurons that are PANs.",
-        ))
-    cols = ["model_id", "family", "pans", "padded_neurons", "pan_pct_padded", "pan_pct_conv", "dead", "num_params", "top1"]
-    parts.append(f"<details><summary>Table: models by PAN share (first {ctx.top_k * 2})</summary>"
-                 f"{table_html(t.select(cols), max_rows=ctx.top_k * 2)}</details>")
+        parts.append(
+            figure_html(
+                plots.pan_share_bars(ids, pcts, title="PAN share per model", xlabel="PANs, % of padded neurons"),
+                alt="per-model PAN share",
+                caption="Share of each model's padded neurons that are PANs.",
+            )
+        )
+    cols = [
+        "model_id",
+        "family",
+        "pans",
+        "padded_neurons",
+        "pan_pct_padded",
+        "pan_pct_conv",
+        "dead",
+        "num_params",
+        "top1",
+    ]
+    parts.append(
+        f"<details><summary>Table: models by PAN share (first {ctx.top_k * 2})</summary>"
+        f"{table_html(t.select(cols), max_rows=ctx.top_k * 2)}</details>"
+    )
     return Section("models", "PAN share per model", "\n".join(parts))
 
 
@@ -140,13 +165,19 @@ def family_section(ctx: ReportContext) -> Section:
         shown.append(f"other ({len(rest)} families)")
     shown.sort(key=lambda f: -float(np.median(groups[f])))
     labels = [f"{f} ({len(groups[f])})" for f in shown]
-    parts = [figure_html(
-        plots.family_strips(labels, [groups[f] for f in shown], title="PAN share per model, by family",
-                            xlabel="PANs, % of padded neurons"),
-        alt="PAN share by family",
-        caption="Each dot is a model, the orange bar the family median; number of models in brackets. "
-        "Families come from the architecture name (docs/analysis.md: the family rule).",
-    )]
+    parts = [
+        figure_html(
+            plots.family_strips(
+                labels,
+                [groups[f] for f in shown],
+                title="PAN share per model, by family",
+                xlabel="PANs, % of padded neurons",
+            ),
+            alt="PAN share by family",
+            caption="Each dot is a model, the orange bar the family median; number of models in brackets. "
+            "Families come from the architecture name (docs/analysis.md: the family rule).",
+        )
+    ]
     parts.append(f"<details><summary>Table: pans_by_family</summary>{table_html(fam, max_rows=60)}</details>")
     return Section("families", "By architecture family", "\n".join(parts))
 
@@ -172,9 +203,14 @@ def depth_section(ctx: ReportContext) -> Section:
         lookup = {(r["family"], r["depth"]): r["pan_pct"] for r in per_fam}
         lines = {f"{f}": [lookup.get((f, b)) for b in bins] for f in top}
     fig = plots.depth_profile(bins, [pooled[b] or 0.0 for b in bins], lines)
-    parts = [figure_html(fig, alt="PAN share by relative depth",
-                         caption="Relative depth = layer index / (conv layers - 1), in deciles. Left: all models "
-                         "pooled; right: the six families with the most models.")]
+    parts = [
+        figure_html(
+            fig,
+            alt="PAN share by relative depth",
+            caption="Relative depth = layer index / (conv layers - 1), in deciles. Left: all models "
+            "pooled; right: the six families with the most models.",
+        )
+    ]
     parts.append(f"<details><summary>Table: pans_by_depth</summary>{table_html(depth)}</details>")
     return Section("depth", "By depth", "\n".join(parts))
 
@@ -186,24 +222,36 @@ def types_section(ctx: ReportContext) -> Section:
         return Section("types", "PAN types and signs", empty("No PANs."))
     present = [t for t in TYPE_ORDER if any(r["pan_type"] == t for r in types)]
     signs = [s for s in SIGNS if any(r["pan_sign"] == s for r in types)]
-    by_sign = {s: [sum(r["pans"] for r in types if r["pan_type"] == t and r["pan_sign"] == s) for t in present]
-               for s in signs}
+    by_sign = {
+        s: [sum(r["pans"] for r in types if r["pan_type"] == t and r["pan_sign"] == s) for t in present] for s in signs
+    }
     side_rows = {r["side"]: r for r in sides}
     side_cats = [s for s in SIDE_ORDER if s in side_rows]
     side_by_sign = {s: [side_rows[c][s] for c in side_cats] for s in SIGNS}
     fig = plots.type_composition(present, by_sign, side_cats, side_by_sign)
-    parts = [figure_html(fig, alt="PAN types and sides by sign",
-                         caption="Type: the set of sides whose |own_z| reaches tau (corner pair: two adjacent "
-                         "sides; opposite pair: top+bottom or left+right). Excited: the border raises the "
-                         "output on every PAN side; inhibited: lowers it; mixed: both.")]
-    parts.append(f"<details><summary>Table: pan_side_sets</summary>{table_html(_named(ctx, 'pan_side_sets'))}</details>")
+    parts = [
+        figure_html(
+            fig,
+            alt="PAN types and sides by sign",
+            caption="Type: the set of sides whose |own_z| reaches tau (corner pair: two adjacent "
+            "sides; opposite pair: top+bottom or left+right). Excited: the border raises the "
+            "output on every PAN side; inhibited: lowers it; mixed: both.",
+        )
+    ]
+    parts.append(
+        f"<details><summary>Table: pan_side_sets</summary>{table_html(_named(ctx, 'pan_side_sets'))}</details>"
+    )
     return Section("types", "PAN types and signs", "\n".join(parts))
 
 
 def layer_kind_section(ctx: ReportContext) -> Section:
     panels = []
-    specs = (("Kernel", "pans_by_kernel", "kernel"), ("Stride", "pans_by_stride", "stride"),
-             ("Dilation", "pans_by_dilation", "dilation"), ("Conv type", "pans_by_conv_type", "conv_type"))
+    specs = (
+        ("Kernel", "pans_by_kernel", "kernel"),
+        ("Stride", "pans_by_stride", "stride"),
+        ("Dilation", "pans_by_dilation", "dilation"),
+        ("Conv type", "pans_by_conv_type", "conv_type"),
+    )
     for title, name, key in specs:
         t = _named(ctx, name)
         if t.num_rows:
@@ -216,11 +264,18 @@ def layer_kind_section(ctx: ReportContext) -> Section:
         panels.append(("Padding kind/mode", cats, _col(pad, "pan_pct")[:n], _col(pad, "neurons")[:n]))
     if not panels:
         return Section("layers", "By layer kind", empty("No layers."))
-    parts = [figure_html(plots.category_panels(panels), alt="PAN share by kernel, stride, dilation, conv and padding kind",
-                         caption="PANs as % of the neurons of such layers; the number over a bar is how many "
-                         "neurons it rests on. Up to 8 most common values each.")]
-    tables = "".join(f"<h4>{name}</h4>{table_html(_named(ctx, name))}" for name in (
-        "pans_by_kernel", "pans_by_stride", "pans_by_dilation", "pans_by_padding", "pans_by_conv_type"))
+    parts = [
+        figure_html(
+            plots.category_panels(panels),
+            alt="PAN share by kernel, stride, dilation, conv and padding kind",
+            caption="PANs as % of the neurons of such layers; the number over a bar is how many "
+            "neurons it rests on. Up to 8 most common values each.",
+        )
+    ]
+    tables = "".join(
+        f"<h4>{name}</h4>{table_html(_named(ctx, name))}"
+        for name in ("pans_by_kernel", "pans_by_stride", "pans_by_dilation", "pans_by_padding", "pans_by_conv_type")
+    )
     parts.append(f"<details><summary>Tables</summary>{tables}</details>")
     return Section("layers", "By layer kind", "\n".join(parts))
 
@@ -232,20 +287,41 @@ def size_section(ctx: ReportContext) -> Section:
     with_size = [r for r in per if r["num_params"] and r["pan_pct_padded"] is not None]
     with_acc = [r for r in per if r["top1"] is not None and r["pan_pct_padded"] is not None]
     if with_size:
-        panels.append(("parameters", [r["num_params"] for r in with_size], [r["pan_pct_padded"] for r in with_size],
-                       [r["family"] for r in with_size], True))
+        panels.append(
+            (
+                "parameters",
+                [r["num_params"] for r in with_size],
+                [r["pan_pct_padded"] for r in with_size],
+                [r["family"] for r in with_size],
+                True,
+            )
+        )
     if with_acc:
-        panels.append(("ImageNet top-1", [r["top1"] for r in with_acc], [r["pan_pct_padded"] for r in with_acc],
-                       [r["family"] for r in with_acc], False))
+        panels.append(
+            (
+                "ImageNet top-1",
+                [r["top1"] for r in with_acc],
+                [r["pan_pct_padded"] for r in with_acc],
+                [r["family"] for r in with_acc],
+                False,
+            )
+        )
     corr = _named(ctx, "pan_share_correlations")
     if not panels:
         return Section("size", "Against model size and accuracy", empty("No model has num_params or top1."))
-    parts = [figure_html(plots.share_scatter(panels, fams), alt="PAN share against size and accuracy",
-                         caption="Each dot a model, coloured by family (the eight with the most models). "
-                         f"Models with size: {len(with_size)}; with top-1: {len(with_acc)}.")]
+    parts = [
+        figure_html(
+            plots.share_scatter(panels, fams),
+            alt="PAN share against size and accuracy",
+            caption="Each dot a model, coloured by family (the eight with the most models). "
+            f"Models with size: {len(with_size)}; with top-1: {len(with_acc)}.",
+        )
+    ]
     parts.append(table_html(corr))
-    parts.append(f"<details><summary>Tables: pans_vs_size, pans_vs_accuracy</summary>"
-                 f"{table_html(_named(ctx, 'pans_vs_size'))}{table_html(_named(ctx, 'pans_vs_accuracy'))}</details>")
+    parts.append(
+        f"<details><summary>Tables: pans_vs_size, pans_vs_accuracy</summary>"
+        f"{table_html(_named(ctx, 'pans_vs_size'))}{table_html(_named(ctx, 'pans_vs_accuracy'))}</details>"
+    )
     return Section("size", "Against model size and accuracy", "\n".join(parts))
 
 
@@ -260,7 +336,8 @@ def kernels_section(ctx: ReportContext, count: int = 24) -> Section:
                    own_strength(own_z_top, own_z_bottom, own_z_left, own_z_right) AS strength
             FROM neurons_classified
             WHERE is_pan AND config_id = {_q(ctx.config)}
-            QUALIFY row_number() OVER (PARTITION BY model_id ORDER BY strength DESC, layer_index, channel) <= {per_model}
+            QUALIFY row_number() OVER (PARTITION BY model_id ORDER BY strength DESC, layer_index, channel)
+                    <= {per_model}
         )
         SELECT p.*, l.kernel_h, l.kernel_w
         FROM p LEFT JOIN (SELECT DISTINCT ON (model_id, config_id, layer_index) * FROM layers) l
@@ -275,20 +352,31 @@ def kernels_section(ctx: ReportContext, count: int = 24) -> Section:
         if not kernel or not kh or not kw or len(kernel) != kh * kw:
             continue
         name = r["model_id"].split(":", 1)[-1]
-        title = (f"{plots.short(name, 22)}\n{plots.short(r['layer'], 18)} #{r['channel']}\n"
-                 f"{side_code(r['pan_sides'])} {SIGN_CODE.get(r['pan_sign'], '')} |z| {r['strength']:.1f}")
-        items.append({"kernel": np.asarray(kernel, dtype=float).reshape(kh, kw),
-                      "kmass": (r["kmass_top"], r["kmass_bottom"], r["kmass_left"], r["kmass_right"]),
-                      "title": title})
+        title = (
+            f"{plots.short(name, 22)}\n{plots.short(r['layer'], 18)} #{r['channel']}\n"
+            f"{side_code(r['pan_sides'])} {SIGN_CODE.get(r['pan_sign'], '')} |z| {r['strength']:.1f}"
+        )
+        items.append(
+            {
+                "kernel": np.asarray(kernel, dtype=float).reshape(kh, kw),
+                "kmass": (r["kmass_top"], r["kmass_bottom"], r["kmass_left"], r["kmass_right"]),
+                "title": title,
+            }
+        )
     if not items:
         return Section("kernels", "Kernels of the strongest PANs", empty("No PAN with a stored kernel."))
     fig = plots.kernel_grid(items)
-    caption = (f"The {len(items)} strongest PANs (largest |own_z|; at most {per_model} per model); sides T/B/L/R, "
-               "exc(ited) or inh(ibited). Each kernel is summed over "
-               "input channels (red positive, blue negative, own colour scale per kernel); the numbers around it are "
-               "the padded weight mass per side (kmass_top/bottom/left/right).")
-    return Section("kernels", "Kernels of the strongest PANs", figure_html(fig, alt="kernels of the strongest PANs",
-                                                                            caption=caption))
+    caption = (
+        f"The {len(items)} strongest PANs (largest |own_z|; at most {per_model} per model); sides T/B/L/R, "
+        "exc(ited) or inh(ibited). Each kernel is summed over "
+        "input channels (red positive, blue negative, own colour scale per kernel); the numbers around it are "
+        "the padded weight mass per side (kmass_top/bottom/left/right)."
+    )
+    return Section(
+        "kernels",
+        "Kernels of the strongest PANs",
+        figure_html(fig, alt="kernels of the strongest PANs", caption=caption),
+    )
 
 
 def border_section(ctx: ReportContext, groups: int = 12, per_group: int = 200) -> Section:
@@ -303,7 +391,8 @@ def border_section(ctx: ReportContext, groups: int = 12, per_group: int = 200) -
         g AS (SELECT pan_sides, pan_sign, count(*) AS pans FROM p GROUP BY ALL
               ORDER BY pans DESC, pan_sides, pan_sign LIMIT {groups}),
         r AS (SELECT p.*, g.pans, row_number() OVER (PARTITION BY p.pan_sides, p.pan_sign ORDER BY strength DESC) AS rk
-              FROM p JOIN g ON p.pan_sides IS NOT DISTINCT FROM g.pan_sides AND p.pan_sign IS NOT DISTINCT FROM g.pan_sign)
+              FROM p JOIN g ON p.pan_sides IS NOT DISTINCT FROM g.pan_sides
+                           AND p.pan_sign IS NOT DISTINCT FROM g.pan_sign)
         SELECT pan_sides, pan_sign, any_value(pans) AS pans, count(*) AS averaged,
                avg(nan_null(own_z_top)) AS own_top, avg(nan_null(own_z_bottom)) AS own_bottom,
                avg(nan_null(own_z_left)) AS own_left, avg(nan_null(own_z_right)) AS own_right,
@@ -316,26 +405,38 @@ def border_section(ctx: ReportContext, groups: int = 12, per_group: int = 200) -
     ).to_pylist()
     if not rows:
         return Section("border", "Average border response of the top PANs", empty("No PANs."))
-    items = [{"own": (r["own_top"], r["own_bottom"], r["own_left"], r["own_right"]),
-              "obs": (r["obs_top"], r["obs_bottom"], r["obs_left"], r["obs_right"]),
-              "title": f"{r['pan_sides']}\n{r['pan_sign'] or ''}, {r['pans']:,} PANs"} for r in rows]
+    items = [
+        {
+            "own": (r["own_top"], r["own_bottom"], r["own_left"], r["own_right"]),
+            "obs": (r["obs_top"], r["obs_bottom"], r["obs_left"], r["obs_right"]),
+            "title": f"{r['pan_sides']}\n{r['pan_sign'] or ''}, {r['pans']:,} PANs",
+        }
+        for r in rows
+    ]
     fig = plots.border_images(items, cols=6)
-    caption = (f"For the {len(items)} most common PAN side sets and signs, the mean z-scores of their strongest "
-               f"PANs (up to {per_group} each), drawn as the border of a 3x3 image: edges are the sides, corners the "
-               "mean of their two sides, the centre the interior (0 by definition). Top row: own padding response "
-               "(own_z); bottom row: observed border contrast (obs_z), which includes what earlier layers pass on.")
-    return Section("border", "Average border response of the top PANs", figure_html(fig, alt="border response images",
-                                                                                    caption=caption))
+    caption = (
+        f"For the {len(items)} most common PAN side sets and signs, the mean z-scores of their strongest "
+        f"PANs (up to {per_group} each), drawn as the border of a 3x3 image: edges are the sides, corners the "
+        "mean of their two sides, the centre the interior (0 by definition). Top row: own padding response "
+        "(own_z); bottom row: observed border contrast (obs_z), which includes what earlier layers pass on."
+    )
+    return Section(
+        "border",
+        "Average border response of the top PANs",
+        figure_html(fig, alt="border response images", caption=caption),
+    )
 
 
 def numbers_section(ctx: ReportContext) -> Section:
-    parts = ["<h4>Own versus inherited border response (border_response)</h4>",
-             "<p>Own: PANs (this layer's padding moves the output). Inherited: border-informed neurons, whose output "
-             "differs at the border (obs_z) although their own padding does not (own_z below tau).</p>",
-             table_html(_named(ctx, "border_response"), max_rows=ctx.top_k),
-             "<h4>Dead neurons (dead_neurons)</h4>",
-             "<p>Interior output nearly constant: z-scores are meaningless, so they are never PANs.</p>",
-             table_html(_named(ctx, "dead_neurons"), max_rows=ctx.top_k)]
+    parts = [
+        "<h4>Own versus inherited border response (border_response)</h4>",
+        "<p>Own: PANs (this layer's padding moves the output). Inherited: border-informed neurons, whose output "
+        "differs at the border (obs_z) although their own padding does not (own_z below tau).</p>",
+        table_html(_named(ctx, "border_response"), max_rows=ctx.top_k),
+        "<h4>Dead neurons (dead_neurons)</h4>",
+        "<p>Interior output nearly constant: z-scores are meaningless, so they are never PANs.</p>",
+        table_html(_named(ctx, "dead_neurons"), max_rows=ctx.top_k),
+    ]
     return Section("numbers", "Own versus inherited response; dead neurons", "\n".join(parts))
 
 
@@ -347,9 +448,11 @@ def failures_section(ctx: ReportContext) -> Section:
         f"""SELECT model_id, stage, error_type, left(message, 240) AS message, attempt, created_at
             FROM failures WHERE config_id = {_q(ctx.config)} ORDER BY stage, error_type, model_id"""
     )
-    parts = [table_html(summary),
-             f"<details open><summary>All failed models ({listing.num_rows})</summary>"
-             f"{table_html(listing, max_rows=500)}</details>"]
+    parts = [
+        table_html(summary),
+        f"<details open><summary>All failed models ({listing.num_rows})</summary>"
+        f"{table_html(listing, max_rows=500)}</details>",
+    ]
     return Section("failures", "Failures", "\n".join(parts))
 
 

@@ -14,10 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sql",
         nargs="?",
-        help='one SELECT over the views (models, layers, neurons, failures, runs, impact), or @NAME for a named query '
-        '(e.g. @pans_per_model); see --list',
+        help="one SELECT over the views (models, layers, neurons, failures, runs, impact), or @NAME for a named query "
+        "(e.g. @pans_per_model); see --list",
     )
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
+    )
     parser.add_argument("--output", "-o", help="write the result to this file instead of printing it")
     parser.add_argument(
         "--max-rows", type=int, default=200, help="rows shown by --format table (default 200; 0: all); files get all"
@@ -26,20 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the named queries and views, then exit")
 
 
-def _list(con) -> str:
+def _list() -> str:
+    import pyarrow as pa
+
     from analysis import named_queries
     from analysis.output import render_table
 
-    import pyarrow as pa
-
     rows = [("@" + q.name, q.about) for q in named_queries()]
-    views = ["models", "layers", "neurons", "failures", "runs", "impact", "neurons_classified", "neuron_groups", "layer_groups"]
-    macros = ["pans_at(tau)", "pans_per_model_at(tau)", "pan_count_sweep([tau, ...])", "pan_type(sides)", "pan_family(name)"]
+    views = ["models", "layers", "neurons", "failures", "runs", "impact"]
+    views += ["neurons_classified", "neuron_groups", "layer_groups", "named_queries"]
+    macros = [
+        "pans_at(tau)",
+        "pans_per_model_at(tau)",
+        "pan_count_sweep([tau, ...])",
+        "pan_type(sides)",
+        "pan_family(name)",
+    ]
     table = pa.table({"name": [r[0] for r in rows], "about": [r[1] for r in rows]})
     return (
         render_table(table, title="Named queries (pans query DIR @NAME, or SELECT ... FROM NAME):")
-        + "\nViews: " + ", ".join(views)
-        + "\nTable and scalar macros: " + ", ".join(macros)
+        + "\nViews: "
+        + ", ".join(views)
+        + "\nTable and scalar macros: "
+        + ", ".join(macros)
         + "\nMore in docs/analysis.md.\n"
     )
 
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     con = open_results(args.dir, tau=args.tau, lockdown=True)
     if args.list:
-        print(_list(con), end="")
+        print(_list(), end="")
         return 0
     if not args.sql or not args.sql.strip():
         raise PanSurveyError('give a SQL query or @NAME (pans query DIR "SELECT * FROM models"; --list shows names)')

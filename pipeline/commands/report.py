@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     parser.add_argument("--config", help="configuration (config_id) to show; default: the one with the most models")
     parser.add_argument("--tau", type=positive_float, help="re-classify PANs at this threshold (from the stored own_z)")
-    parser.add_argument("--top-k", type=positive_int, default=30, help="models shown by name in per-model plots (default 30)")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=30, help="models shown by name in per-model plots (default 30)"
+    )
 
 
 @command("report", help="write an HTML report (plots and tables, images embedded) of a results folder")

@@ -15,11 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", nargs="+", metavar="NAME", help="print only these named queries (pans query DIR --list names them)"
     )
     parser.add_argument("--max-rows", type=int, default=25, help="rows per table (default 25; 0: all)")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
+    )
 
 
-def stats_text(directory: str, *, tau: float | None = None, only: list[str] | None = None,
-               max_rows: int | None = 25, fmt: str = "table") -> str:
+def stats_text(
+    directory: str,
+    *,
+    tau: float | None = None,
+    only: list[str] | None = None,
+    max_rows: int | None = 25,
+    fmt: str = "table",
+) -> str:
     """Every canned statistic of ``directory`` rendered in ``fmt``; the work behind ``pans stats``."""
     import json
 
@@ -52,8 +60,13 @@ def stats_text(directory: str, *, tau: float | None = None, only: list[str] | No
     if fmt == "json":
         from analysis.output import json_value
 
-        return json.dumps({k: [{c: json_value(v) for c, v in r.items()} for r in t.to_pylist()]
-                           for k, t in tables.items()}, indent=1) + "\n"
+        return (
+            json.dumps(
+                {k: [{c: json_value(v) for c, v in r.items()} for r in t.to_pylist()] for k, t in tables.items()},
+                indent=1,
+            )
+            + "\n"
+        )
     return "".join(f"# {name}\n{render(t, 'csv')}\n" for name, t in tables.items())
 
 

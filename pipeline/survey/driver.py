@@ -181,8 +181,8 @@ class Survey:
     def run(self, refs: list[ModelRef]) -> list[ModelRecord]:
         import ray
 
+        from pipeline.survey.board import StartBoard
         from pipeline.survey.runtime import detect_slots, gpu_share
-        from pipeline.survey.tasks import StartBoard
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model

@@ -183,22 +183,3 @@ fetch_task = ray.remote(num_cpus=0, max_retries=3)(_fetch)
 
 #: Resources (num_cpus, num_gpus) are set per call with ``.options``.
 detect_task = ray.remote(max_retries=3)(_detect)
-
-
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class StartBoard:
-    """Where detect tasks say "I started": the driver times each model from its real start.
-
-    Queued tasks (waiting for a GPU, or for the autoscaler to add a node) are not running and
-    must not time out; only the driver reads this board, so its clock is the only clock.
-    """
-
-    def __init__(self) -> None:
-        self._events: list[tuple[str, int, str]] = []
-
-    def started(self, key: str, attempt: int, node: str) -> None:
-        self._events.append((key, attempt, node))
-
-    def drain(self) -> list[tuple[str, int, str]]:
-        events, self._events = self._events, []
-        return events

@@ -1,0 +1,269 @@
+"""Benchmark the survey against a plain sequential loop, and download/compute overlap.
+
+    python bench/bench_survey.py speed      # survey vs for-loop on the same models: speedup, overhead
+    python bench/bench_survey.py overlap    # throttled stand-in hub: wall vs max(download, compute)
+    python bench/bench_survey.py speed --gpu   # on a GPU machine: models/min and GPU utilisation
+
+Prints numbers; asserts nothing. Random-init timm models (no hub needed) unless stated.
+Goals (issue 4): speedup >= 1.6x on 2 cores, fixed overhead <= 0.5 s per model, and with a
+throttled hub the wall time within 10% of max(total download, total compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pipeline.settings import DetectSettings  # noqa: E402
+from pipeline.survey import SurveyOptions, run_survey  # noqa: E402
+
+SPEED_MODELS = [
+    "resnet18",
+    "resnet10t",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    "regnetx_004",
+    "mobilenetv3_small_100",
+    "resnet26",
+    "efficientnet_lite0",
+]
+TINY_MODELS = [
+    "test_resnet",
+    "test_efficientnet",
+    "test_convnext",
+    "test_byobnet",
+    "test_nfnet",
+    "test_efficientnet_gn",
+    "test_efficientnet_ln",
+    "test_convnext2",
+    "test_convnext3",
+    "test_efficientnet_evos",
+]
+
+
+def start_ray(num_cpus: int | None = None) -> float:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    t0 = time.perf_counter()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    return time.perf_counter() - t0
+
+
+def sequential(specs: list[str], settings: DetectSettings, out: Path) -> float:
+    """What a researcher writes: a for loop over models, detect, save (torch uses every core)."""
+    from pipeline.runner import run_model
+    from pipeline.sources import resolve_spec
+    from pipeline.store import ResultStore, file_key
+
+    store = ResultStore(out)
+    store.ensure()
+    t0 = time.perf_counter()
+    for spec in specs:
+        try:
+            ref = resolve_spec(spec, random_init=True)[0]
+            store.write_model(run_model(ref, settings), file_key(ref.model_id, settings.config_id))
+        except Exception as exc:  # the loop a researcher writes also has to skip broken models
+            print(f"  sequential: {spec} failed: {type(exc).__name__}", file=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def survey(specs: list[str], settings: DetectSettings, out: Path, **options) -> tuple[float, object]:
+    opts = SurveyOptions(random_init=True, progress="off", **options)
+    t0 = time.perf_counter()
+    summary = run_survey(specs, out, settings, opts)
+    return time.perf_counter() - t0, summary
+
+
+class GpuSampler:
+    """GPU utilisation sampled from nvidia-smi every 0.5 s while a run goes."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                vals = [float(v) for v in out.split()]
+                if vals:
+                    self.samples.append(sum(vals) / len(vals))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> GpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+
+
+def bench_speed(args: argparse.Namespace) -> None:
+    settings = DetectSettings(num_images=args.num_images)
+    specs = args.models or SPEED_MODELS
+    tmp = Path(tempfile.mkdtemp(prefix="bench-survey-"))
+    cpus = os.cpu_count() or 1
+    print(
+        f"machine: {cpus} CPUs, load average {os.getloadavg()[0]:.1f}; {len(specs)} models, "
+        f"{args.num_images} probe images at native size, random init"
+    )
+
+    if args.gpu:
+        # GPU: models/min and utilisation; the sequential baseline uses the GPU too.
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--gpu: no CUDA device here")
+        gpu_settings = replace(settings, device="cuda")
+        t_seq = sequential(specs, gpu_settings, tmp / "seq")
+        ray_start = start_ray()
+        with GpuSampler() as gpu:
+            wall, summary = survey(specs, settings, tmp / "survey", gpus_per_model=args.gpus_per_model)
+        print(f"sequential on cuda : {t_seq:7.1f} s  {len(specs) / t_seq * 60:6.1f} models/min")
+        print(
+            f"survey on Ray      : {wall:7.1f} s  {summary.done / wall * 60:6.1f} models/min "
+            f"(ray start {ray_start:.1f} s)  GPU utilisation {gpu.mean:.0f}% mean over {len(gpu.samples)} samples"
+        )
+        print(f"speedup            : {t_seq / wall:.2f}x")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+
+    # 1. Speedup, cold: the survey pays for starting Ray and its workers, as `pans survey` does;
+    #    the loop gets its imports (torch, timm, the detector) done before the clock starts.
+    sequential(TINY_MODELS[:1], replace(settings, seed=1), tmp / "seq-warm-up")
+    t_seq = sequential(specs, settings, tmp / "seq")
+    ray_start = start_ray()
+    cold, summary = survey(specs, settings, tmp / "survey-cold")
+    # 2. Warm runtime (workers already up), fresh results folder: the steady state of a long survey.
+    warm, _ = survey(specs, settings, tmp / "survey-warm")
+    busy = sum(r.task_seconds for r in summary.models)
+    print(f"sequential loop    : {t_seq:7.1f} s   ({len(specs) / t_seq * 60:.1f} models/min)")
+    print(
+        f"survey, cold       : {cold + ray_start:7.1f} s   (ray start {ray_start:.1f} s + {cold:.1f} s)  "
+        f"speedup {t_seq / (cold + ray_start):.2f}x"
+    )
+    print(
+        f"survey, warm       : {warm:7.1f} s   speedup {t_seq / warm:.2f}x"
+        f"   ({summary.done / warm * 60:.1f} models/min)"
+    )
+    print(f"  done {summary.done}, failed {summary.failed}; time inside detect tasks {busy:.1f} s over {cpus} slots")
+
+    # 3. Fixed overhead per model: tiny models (compute ~0), one slot, warm runtime, vs the loop.
+    tiny = DetectSettings(num_images=1, batch_size=1, image_size=64)
+    t_seq_tiny = sequential(TINY_MODELS, tiny, tmp / "seq-tiny")
+    survey(TINY_MODELS[:2], replace(tiny, seed=1), tmp / "warm-up", cpus_per_model=cpus)  # warm the one-slot worker
+    t_sur_tiny, s_tiny = survey(TINY_MODELS, tiny, tmp / "survey-tiny", cpus_per_model=cpus)
+    n = len(TINY_MODELS)
+    print(
+        f"tiny models ({n}), one slot: loop {t_seq_tiny:.2f} s, survey {t_sur_tiny:.2f} s -> "
+        f"fixed overhead {(t_sur_tiny - t_seq_tiny) / n:.3f} s per model  (done {s_tiny.done}, failed {s_tiny.failed})"
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_overlap(args: argparse.Namespace) -> None:
+    """A stand-in hub that sends each weight file in a fixed time: do downloads hide behind compute?"""
+    import ray
+    from fixtures_hub import export_timm
+    from hub_server import StandInHub
+
+    archs = args.models or [
+        "resnet10t",
+        "mobilenetv3_small_100",
+        "regnetx_002",
+        "resnet18",
+        "efficientnet_lite0",
+        "mobilenetv3_large_100",
+        "resnet14t",
+        "regnetx_004",
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overlap-"))
+    hub = StandInHub().start()
+    sizes = {}
+    for arch in archs:
+        folder = export_timm(tmp / "export" / arch, arch)
+        files = {p.name: p for p in folder.iterdir() if p.is_file()}
+        hub.add_repo(f"bench/{arch}", files)
+        sizes[arch] = sum(p.stat().st_size for p in files.values())
+    specs = [f"hf-hub:bench/{a}" for a in archs]
+    settings = DetectSettings(num_images=args.num_images)
+    os.environ.update({"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN_PATH": str(tmp / "no-token")})
+    os.environ.pop("HF_TOKEN", None)
+
+    os.environ["HF_HOME"] = str(tmp / "hf")
+    start_ray()  # after the environment is set: the workers inherit HF_ENDPOINT and HF_HOME
+
+    def empty_cache() -> None:
+        shutil.rmtree(tmp / "hf" / "hub", ignore_errors=True)
+
+    survey([specs[0]], replace(settings, seed=99), tmp / "warm-up")  # start the workers (imports)
+    # Compute alone: unthrottled hub on localhost, downloads take next to nothing.
+    empty_cache()
+    compute, c_sum = survey(specs, settings, tmp / "compute-only", max_downloads=1)
+    print(
+        f"{len(specs)} hub models, {sum(sizes.values()) / 1e6:.0f} MB; compute-only survey {compute:.1f} s "
+        f"(fetch total {sum(r.fetch_seconds for r in c_sum.models):.1f} s)"
+    )
+
+    for factor in (1.5, 0.5):
+        per_file = factor * compute / len(specs)  # one download at a time: total download = factor * compute
+        # Every weight file is sent in 8 chunks with a pause after each: a fixed time per file.
+        hub.fault("slow", method="GET", path_contains="/model.safetensors", times=len(archs), delay=per_file / 8)
+        empty_cache()
+        wall, s = survey(specs, settings, tmp / f"overlap-{factor}", max_downloads=1)
+        download = sum(r.fetch_seconds for r in s.models)
+        bound = max(download, compute)
+        print(
+            f"download {download:6.1f} s (throttled: {per_file:.2f} s per file, one at a time), "
+            f"compute {compute:6.1f} s -> survey {wall:6.1f} s = {wall / bound:.3f} x max(download, compute)"
+            f"  (done {s.done}, failed {s.failed})"
+        )
+    hub.stop()
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", nargs="?", choices=("speed", "overlap", "all"), default="speed")
+    parser.add_argument("--models", nargs="*", help="timm architectures (random init)")
+    parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--gpu", action="store_true", help="use the GPU path (CUDA machine only)")
+    parser.add_argument("--gpus-per-model", type=float, default=0.25)
+    args = parser.parse_args()
+    if args.part in ("speed", "all"):
+        bench_speed(args)
+    if args.part in ("overlap", "all"):
+        bench_overlap(args)
+
+
+if __name__ == "__main__":
+    main()
