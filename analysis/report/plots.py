@@ -220,7 +220,7 @@ def kernel_grid(items: list[dict], cols: int = 6):
     ``items``: dicts with kernel (kh x kw array), kmass (top, bottom, left, right), title.
     """
     rows = max(1, math.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.45 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, item in zip(axes.flat, items, strict=False):
@@ -237,7 +237,7 @@ def kernel_grid(items: list[dict], cols: int = 6):
         ax.text(kw - 0.5 + 0.2 * kw, (kh - 1) / 2, _mass(right), rotation=90, **style)
         ax.set_xlim(-0.5 - 0.42 * kw, kw - 0.5 + 0.42 * kw)
         ax.set_ylim(kh - 0.5 + 0.42 * kh, -0.5 - 0.42 * kh)
-    fig.tight_layout(h_pad=0.6, w_pad=0.3)
+    fig.tight_layout(h_pad=1.4, w_pad=0.3)
     return fig
 
 
@@ -266,7 +266,11 @@ def border_images(items: list[dict], cols: int = 8):
         ax.axis("off")
     axes = np.concatenate([cells[3 * b : 3 * b + 2] for b in range(blocks)])
     images = [(_grid3(it["own"]), _grid3(it["obs"])) for it in items]
-    vmax = max([float(np.nanmax(np.abs(g))) for pair in images for g in pair if np.isfinite(g).any()] or [1.0]) or 1.0
+    # One colour scale for all panels, so they compare; saturated at the median panel's peak, so one
+    # very strong group does not wash out the rest (the numbers in the cells stay exact).
+    peaks = [float(np.nanmax(np.abs(g))) for pair in images for g in pair if np.isfinite(g).any()]
+    vmax = float(np.median(peaks)) if peaks else 1.0
+    vmax = vmax if vmax > 0 else 1.0
     norm = TwoSlopeNorm(0, -vmax, vmax)
     mappable = None
     for i, (item, (own, obs)) in enumerate(zip(items, images, strict=True)):
@@ -275,6 +279,13 @@ def border_images(items: list[dict], cols: int = 8):
             ax = axes[2 * b + r][c]
             ax.axis("on")
             mappable = ax.imshow(np.nan_to_num(grid), cmap="RdBu_r", norm=norm, interpolation="nearest")
+            for yy, xx in ((0, 1), (2, 1), (1, 0), (1, 2)):  # the four sides, as numbers
+                value = grid[yy, xx]
+                if np.isfinite(value):
+                    dark = abs(value) > 0.6 * vmax
+                    ax.text(
+                        xx, yy, f"{value:.1f}", ha="center", va="center", fontsize=6, color="white" if dark else "#333"
+                    )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
@@ -286,7 +297,7 @@ def border_images(items: list[dict], cols: int = 8):
             if c == 0:
                 ax.set_ylabel(label, fontsize=7)
     if mappable is not None:
-        cbar = fig.colorbar(mappable, ax=cells.ravel().tolist(), fraction=0.025, pad=0.02)
+        cbar = fig.colorbar(mappable, ax=cells.ravel().tolist(), fraction=0.025, pad=0.02, extend="both")
         cbar.set_label("mean z (border minus reference, in interior std)", fontsize=7)
         cbar.ax.tick_params(labelsize=7)
     return fig

@@ -22,6 +22,11 @@ SIGNS = ("excited", "inhibited", "mixed")
 SIGN_CODE = {"excited": "exc", "inhibited": "inh", "mixed": "mix"}
 
 
+def model_label(model_id: str) -> str:
+    """A short name for small panels: no source prefix, no folder (``local-dir:/a/b/net`` -> ``net``)."""
+    return model_id.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
+
+
 def side_code(sides: str | None) -> str:
     """'top+left' -> 'T+L': short labels for small panels."""
     if not sides:
@@ -351,9 +356,9 @@ def kernels_section(ctx: ReportContext, count: int = 24) -> Section:
         kernel, kh, kw = r["kernel"], r["kernel_h"], r["kernel_w"]
         if not kernel or not kh or not kw or len(kernel) != kh * kw:
             continue
-        name = r["model_id"].split(":", 1)[-1]
+        name = model_label(r["model_id"])
         title = (
-            f"{plots.short(name, 22)}\n{plots.short(r['layer'], 18)} #{r['channel']}\n"
+            f"{plots.short(name, 26)}\n{plots.short(r['layer'], 18)} #{r['channel']}\n"
             f"{side_code(r['pan_sides'])} {SIGN_CODE.get(r['pan_sign'], '')} |z| {r['strength']:.1f}"
         )
         items.append(

@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sql",
         nargs="?",
-        help="one SELECT over the views (models, layers, neurons, failures, runs, impact), or @NAME for a named query "
-        "(e.g. @pans_per_model); see --list",
+        help="one SELECT over the views (models, layers, neurons, failures, runs, impact, ...), or @NAME "
+        "for a named query (e.g. @pans_per_model); see --list",
     )
     parser.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
@@ -35,8 +35,9 @@ def _list() -> str:
     from analysis.output import render_table
 
     rows = [("@" + q.name, q.about) for q in named_queries()]
-    views = ["models", "layers", "neurons", "failures", "runs", "impact"]
-    views += ["neurons_classified", "neuron_groups", "layer_groups", "named_queries"]
+    from pipeline.schema import TABLES
+
+    views = [*TABLES, "neurons_classified", "neuron_groups", "layer_groups", "named_queries"]
     macros = [
         "pans_at(tau)",
         "pans_per_model_at(tau)",
