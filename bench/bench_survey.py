@@ -3,6 +3,7 @@
     python bench/bench_survey.py speed      # survey vs for-loop on the same models: speedup, overhead
     python bench/bench_survey.py overlap    # throttled stand-in hub: wall vs max(download, compute)
     python bench/bench_survey.py speed --gpu   # on a GPU machine: models/min and GPU utilisation
+    python bench/bench_survey.py zoo        # timm's pretrained zoo: tags, CNNs, parameters, GB
 
 Prints numbers; asserts nothing. Random-init timm models (no hub needed) unless stated.
 Goals (issue 4): speedup >= 1.6x on 2 cores, fixed overhead <= 0.5 s per model, and with a
@@ -60,7 +61,9 @@ def start_ray(num_cpus: int | None = None) -> float:
     if ray.is_initialized():
         ray.shutdown()
     t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    from pipeline.survey.runtime import connect
+
+    connect(None, num_cpus=num_cpus)  # the embedded runtime exactly as `pans survey` starts it
     return time.perf_counter() - t0
 
 
@@ -83,7 +86,7 @@ def sequential(specs: list[str], settings: DetectSettings, out: Path) -> float:
 
 
 def survey(specs: list[str], settings: DetectSettings, out: Path, **options) -> tuple[float, object]:
-    opts = SurveyOptions(random_init=True, progress="off", **options)
+    opts = SurveyOptions(**{"random_init": True, "progress": "off", **options})
     t0 = time.perf_counter()
     summary = run_survey(specs, out, settings, opts)
     return time.perf_counter() - t0, summary
@@ -158,14 +161,22 @@ def bench_speed(args: argparse.Namespace) -> None:
 
     # 1. Speedup, cold: the survey pays for starting Ray and its workers, as `pans survey` does;
     #    the loop gets its imports (torch, timm, the detector) done before the clock starts.
+    import torch
+
     sequential(TINY_MODELS[:1], replace(settings, seed=1), tmp / "seq-warm-up")
     t_seq = sequential(specs, settings, tmp / "seq")
+    # The same loop pinned to one thread: what one core does, to tell parallelism from thread contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_seq1 = sequential(specs, settings, tmp / "seq-1thread")
+    torch.set_num_threads(threads)
     ray_start = start_ray()
     cold, summary = survey(specs, settings, tmp / "survey-cold")
     # 2. Warm runtime (workers already up), fresh results folder: the steady state of a long survey.
     warm, _ = survey(specs, settings, tmp / "survey-warm")
     busy = sum(r.task_seconds for r in summary.models)
-    print(f"sequential loop    : {t_seq:7.1f} s   ({len(specs) / t_seq * 60:.1f} models/min)")
+    print(f"sequential loop    : {t_seq:7.1f} s   ({len(specs) / t_seq * 60:.1f} models/min, torch {threads} threads)")
+    print(f"  same, 1 thread   : {t_seq1:7.1f} s   (survey warm is {t_seq1 / warm:.2f}x this)")
     print(
         f"survey, cold       : {cold + ray_start:7.1f} s   (ray start {ray_start:.1f} s + {cold:.1f} s)  "
         f"speedup {t_seq / (cold + ray_start):.2f}x"
@@ -176,17 +187,35 @@ def bench_speed(args: argparse.Namespace) -> None:
     )
     print(f"  done {summary.done}, failed {summary.failed}; time inside detect tasks {busy:.1f} s over {cpus} slots")
 
-    # 3. Fixed overhead per model: tiny models (compute ~0), one slot, warm runtime, vs the loop.
+    bench_overhead(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_overhead(tmp: Path | None = None) -> None:
+    """Fixed overhead per model: tiny models (compute ~0) on one slot of a warm runtime vs the loop.
+
+    Both sides use one torch thread, so thread contention on a busy machine cancels out.
+    """
+    import ray
+    import torch
+
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    if not ray.is_initialized():
+        start_ray()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
     tiny = DetectSettings(num_images=1, batch_size=1, image_size=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    sequential(TINY_MODELS[:2], replace(tiny, seed=2), tmp / "seq-tiny-warm-up")
     t_seq_tiny = sequential(TINY_MODELS, tiny, tmp / "seq-tiny")
-    survey(TINY_MODELS[:2], replace(tiny, seed=1), tmp / "warm-up", cpus_per_model=cpus)  # warm the one-slot worker
+    torch.set_num_threads(threads)
+    survey(TINY_MODELS, replace(tiny, seed=1), tmp / "warm-up", cpus_per_model=cpus)  # start the workers first
     t_sur_tiny, s_tiny = survey(TINY_MODELS, tiny, tmp / "survey-tiny", cpus_per_model=cpus)
     n = len(TINY_MODELS)
     print(
-        f"tiny models ({n}), one slot: loop {t_seq_tiny:.2f} s, survey {t_sur_tiny:.2f} s -> "
+        f"tiny models ({n}), one slot, one thread: loop {t_seq_tiny:.2f} s, survey {t_sur_tiny:.2f} s -> "
         f"fixed overhead {(t_sur_tiny - t_seq_tiny) / n:.3f} s per model  (done {s_tiny.done}, failed {s_tiny.failed})"
     )
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_overlap(args: argparse.Namespace) -> None:
@@ -224,10 +253,10 @@ def bench_overlap(args: argparse.Namespace) -> None:
     def empty_cache() -> None:
         shutil.rmtree(tmp / "hf" / "hub", ignore_errors=True)
 
-    survey([specs[0]], replace(settings, seed=99), tmp / "warm-up")  # start the workers (imports)
+    survey([specs[0]], replace(settings, seed=99), tmp / "warm-up", random_init=False)  # start the workers (imports)
     # Compute alone: unthrottled hub on localhost, downloads take next to nothing.
     empty_cache()
-    compute, c_sum = survey(specs, settings, tmp / "compute-only", max_downloads=1)
+    compute, c_sum = survey(specs, settings, tmp / "compute-only", max_downloads=1, random_init=False)
     print(
         f"{len(specs)} hub models, {sum(sizes.values()) / 1e6:.0f} MB; compute-only survey {compute:.1f} s "
         f"(fetch total {sum(r.fetch_seconds for r in c_sum.models):.1f} s)"
@@ -238,7 +267,12 @@ def bench_overlap(args: argparse.Namespace) -> None:
         # Every weight file is sent in 8 chunks with a pause after each: a fixed time per file.
         hub.fault("slow", method="GET", path_contains="/model.safetensors", times=len(archs), delay=per_file / 8)
         empty_cache()
-        wall, s = survey(specs, settings, tmp / f"overlap-{factor}", max_downloads=1)
+        gets = hub.count("GET", "/model.safetensors")
+        wall, s = survey(specs, settings, tmp / f"overlap-{factor}", max_downloads=1, random_init=False)
+        print(
+            f"  weight downloads this run: {hub.count('GET', '/model.safetensors') - gets}; "
+            f"per model fetch {[round(r.fetch_seconds, 1) for r in s.models]}"
+        )
         download = sum(r.fetch_seconds for r in s.models)
         bound = max(download, compute)
         print(
@@ -251,18 +285,81 @@ def bench_overlap(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_zoo(args: argparse.Namespace) -> None:
+    """The size of timm's pretrained zoo: tags, CNNs among them, parameters, and GB (params x 4 bytes).
+
+    Every pretrained tag is its own weight file. Each is built on the meta device (no memory, no
+    download) with its own head (num_classes), and checked for padded convolutions.
+    """
+    import json
+
+    import timm
+    import torch
+
+    from pipeline.sources import padding_summary
+
+    tags = timm.list_models(pretrained=True)
+    rows = []
+    t0 = time.perf_counter()
+    for i, name in enumerate(tags):
+        row = {"tag": name, "arch": name.split(".", 1)[0], "params": None, "padded": None, "convs": None}
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(name, pretrained=False)
+            row["params"] = sum(p.numel() for p in model.parameters())
+            summary = padding_summary(model)
+            row["padded"], row["convs"] = bool(summary["has_padded_convs"]), int(summary["conv_layers"])
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:100]}"
+        rows.append(row)
+        if args.zoo_progress and i % 100 == 0:
+            print(f"  {i}/{len(tags)} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    built = [r for r in rows if r["params"] is not None]
+    cnn = [r for r in built if r["padded"]]
+    gb = lambda rs: sum(r["params"] for r in rs) * 4 / 1e9  # noqa: E731 - fp32 estimate
+    print(
+        f"timm {timm.__version__}: {len(tags)} pretrained tags ({len({r['arch'] for r in rows})} architectures), "
+        f"built on meta: {len(built)} in {time.perf_counter() - t0:.0f} s"
+    )
+    print(
+        f"  with padded convolutions (the survey's scope): {len(cnn)} tags, {len({r['arch'] for r in cnn})} "
+        f"architectures, {sum(r['params'] for r in cnn) / 1e9:.1f} G params, ~{gb(cnn):.0f} GB at fp32 (estimate)"
+    )
+    print(
+        f"  without padded convolutions: {len(built) - len(cnn)} tags; not buildable on meta: {len(rows) - len(built)}"
+    )
+    print(
+        f"  all built tags: {sum(r['params'] for r in built) / 1e9:.1f} G params, "
+        f"~{gb(built):.0f} GB at fp32 (estimate)"
+    )
+    sizes = sorted(r["params"] for r in cnn)
+    if sizes:
+        print(
+            f"  CNN tag size: median {sizes[len(sizes) // 2] / 1e6:.1f} M params, "
+            f"90th percentile {sizes[int(len(sizes) * 0.9)] / 1e6:.1f} M, largest {sizes[-1] / 1e6:.0f} M"
+        )
+    if args.zoo_json:
+        Path(args.zoo_json).write_text(json.dumps(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", choices=("speed", "overlap", "all"), default="speed")
+    parser.add_argument("part", nargs="?", choices=("speed", "overhead", "overlap", "zoo", "all"), default="speed")
     parser.add_argument("--models", nargs="*", help="timm architectures (random init)")
     parser.add_argument("--num-images", type=int, default=16)
     parser.add_argument("--gpu", action="store_true", help="use the GPU path (CUDA machine only)")
     parser.add_argument("--gpus-per-model", type=float, default=0.25)
+    parser.add_argument("--zoo-json", help="zoo: also write one row per pretrained tag to this JSON file")
+    parser.add_argument("--zoo-progress", action="store_true", help="zoo: print progress to stderr")
     args = parser.parse_args()
     if args.part in ("speed", "all"):
         bench_speed(args)
+    if args.part == "overhead":
+        bench_overhead()
     if args.part in ("overlap", "all"):
         bench_overlap(args)
+    if args.part in ("zoo", "all"):
+        bench_zoo(args)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,43 @@ IMPACT = pa.schema(
         pa.field("seed", _i32),
         pa.field("metric", _str),  # top1_agreement | kl | accuracy | ...
         pa.field("value", _f64),
+        pa.field("impact_id", _str),  # hash of the impact settings (image set, controls, seed, ...)
+    ]
+)
+
+#: Per-class prediction shifts under each impact condition (pipeline/impact, docs/impact.md).
+IMPACT_CLASSES = pa.schema(
+    [
+        pa.field("model_id", _str, nullable=False),
+        pa.field("config_id", _str, nullable=False),
+        pa.field("impact_id", _str),
+        pa.field("experiment", _str),  # ablation | control | padding
+        pa.field("condition", _str),  # pan_ablation | random_control | reflect | replicate | circular
+        pa.field("seed", _i32),
+        pa.field("class_index", _i32),
+        pa.field("class_name", _str),  # NULL when the model has no class names
+        pa.field("intact_count", _i32),  # images the intact model predicts as this class (top-1)
+        pa.field("condition_count", _i32),  # ... and the model under the condition
+        pa.field("count_delta", _i32),
+        pa.field("intact_prob", _f64),  # mean probability of this class over the image set
+        pa.field("condition_prob", _f64),
+        pa.field("prob_delta", _f64),
+    ]
+)
+
+#: Confidence in a pasted patch's class against its distance to the nearest border.
+IMPACT_BORDER = pa.schema(
+    [
+        pa.field("model_id", _str, nullable=False),
+        pa.field("config_id", _str, nullable=False),
+        pa.field("impact_id", _str),
+        pa.field("condition", _str),  # intact | pan_ablation | random_control
+        pa.field("distance_px", _i32),  # pixels from the patch to the nearest image border
+        pa.field("distance_frac", _f32),  # distance_px / the largest distance on the grid (1 = centred)
+        pa.field("samples", _i32),  # patch placements averaged
+        pa.field("confidence", _f64),  # mean probability of the patch's class
+        pa.field("confidence_std", _f64),
+        pa.field("hit_rate", _f64),  # share of placements whose top-1 is the patch's class
     ]
 )
 
@@ -179,6 +216,8 @@ TABLES: dict[str, pa.Schema] = {
     "failures": FAILURES,
     "runs": RUNS,
     "impact": IMPACT,
+    "impact_classes": IMPACT_CLASSES,
+    "impact_border": IMPACT_BORDER,
 }
 
 

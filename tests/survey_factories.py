@@ -81,3 +81,24 @@ def always_oom() -> nn.Module:
 
 def broken() -> nn.Module:
     raise RuntimeError("checkpoint does not match the architecture")
+
+
+class _Slow(nn.Module):
+    """Sleeps ``PANS_TEST_SLOW_SECONDS`` per forward pass (0 when unset): a model that is still
+    running when a test kills the survey."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+
+        time.sleep(float(os.environ.get("PANS_TEST_SLOW_SECONDS", "0")))
+        return self.conv(x)
+
+
+def slow_cnn() -> nn.Module:
+    model = _Slow()
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model

@@ -162,3 +162,27 @@ def test_survey_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["survey", "resnet10t", "--out", str(tmp_path / "r"), "--gpus-per-model", "1.5"])
     assert exc.value.code == 2
+
+
+def test_an_unreachable_cluster_is_a_one_line_error_in_seconds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "survey",
+        "resnet10t",
+        "--random-init",
+        "--out",
+        str(tmp_path / "r"),
+        "--address",
+        "127.0.0.1:9",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("pans survey: error: cannot reach Ray at 127.0.0.1:9")
+    assert time.monotonic() - t0 < 60  # Ray alone would keep retrying for minutes

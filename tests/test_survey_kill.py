@@ -22,12 +22,13 @@ SPECS = [
     "resnet10t",
     "mobilenetv3_small_050",
     f"py:{FACTORIES}:tiny_cnn",
+    f"py:{FACTORIES}:slow_cnn",  # still running at the kill in the first run
     "no_such_model_xyz",
 ]
 GOOD = len(SPECS) - 1
 
 
-def _survey(out: Path) -> subprocess.Popen:
+def _survey(out: Path, slow_seconds: float) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -48,7 +49,7 @@ def _survey(out: Path) -> subprocess.Popen:
         "--progress",
         "lines",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PANS_TEST_SLOW_SECONDS": str(slow_seconds)}
     env.pop("RAY_ADDRESS", None)
     # Own session: after the test, anything the killed run left behind is ended by its group id.
     return subprocess.Popen(
@@ -71,7 +72,7 @@ def _end_group(proc: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    first = _survey(out)
+    first = _survey(out, slow_seconds=600)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and first.poll() is None:
@@ -87,7 +88,7 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path: Path) -> None:
     done_before = {p.stem for p in (out / "models").glob("*.parquet")}
     assert 2 <= len(done_before) < GOOD
 
-    second = _survey(out)
+    second = _survey(out, slow_seconds=0)
     try:
         log, _ = second.communicate(timeout=300)
     finally:

@@ -38,3 +38,4 @@ from pipeline.commands import zoo  # noqa: E402,F401
 from pipeline.commands import query  # noqa: E402,F401
 from pipeline.commands import report  # noqa: E402,F401
 from pipeline.commands import stats  # noqa: E402,F401
+from pipeline.commands import impact  # noqa: E402,F401

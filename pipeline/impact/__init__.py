@@ -1,0 +1,20 @@
+"""Impact experiments: what PANs (and zero padding) do to a model's predictions. See docs/impact.md.
+
+``run_impact`` is the entry point (used by ``pans impact`` and by the survey's ``--impact``);
+the other modules each do one job: ``ablation`` (clamping conv channels), ``controls`` (which
+neurons), ``padding`` (the counterfactual), ``images`` (the image set and labels), ``metrics``,
+``border_distance`` and ``report`` (the HTML section).
+"""
+
+from pipeline.impact.errors import ImageSetError, ImpactError, LabelsError
+from pipeline.impact.settings import ImpactSettings, impact_key
+
+__all__ = ["ImageSetError", "ImpactError", "ImpactSettings", "LabelsError", "impact_key", "run_impact"]
+
+
+def __getattr__(name: str):
+    if name == "run_impact":  # imported lazily: it pulls in torch and the detector
+        from pipeline.impact.experiments import run_impact
+
+        return run_impact
+    raise AttributeError(name)

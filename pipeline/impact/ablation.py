@@ -24,7 +24,7 @@ Units = Mapping[str, Sequence[int]]
 OnConv = Callable[[ConvCall], None]
 
 
-def _logits(output: object) -> torch.Tensor:
+def as_logits(output: object) -> torch.Tensor:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         output = output[0]
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
@@ -42,12 +42,12 @@ def forward_batches(
     out: list[torch.Tensor] = []
     if on_conv is None:
         for start in range(0, images.shape[0], batch_size):
-            out.append(_logits(model(images[start : start + batch_size].to(device))).float().cpu())
+            out.append(as_logits(model(images[start : start + batch_size].to(device))).float().cpu())
         return torch.cat(out)
     with ConvTracer(model, on_conv) as tracer:
         for start in range(0, images.shape[0], batch_size):
             tracer.new_pass()
-            out.append(_logits(model(images[start : start + batch_size].to(device))).float().cpu())
+            out.append(as_logits(model(images[start : start + batch_size].to(device))).float().cpu())
     return torch.cat(out)
 
 

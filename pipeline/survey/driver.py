@@ -182,7 +182,7 @@ class Survey:
         import ray
 
         from pipeline.survey.board import StartBoard
-        from pipeline.survey.runtime import detect_slots, gpu_share
+        from pipeline.survey.runtime import gpu_share
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
@@ -194,8 +194,18 @@ class Survey:
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
         self.board = StartBoard.options(scheduling_strategy=_affinity(here, spill=False)).remote()
-        slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
+        try:
+            self._loop(pending, gpus, cpus)
+        finally:
+            ray.kill(self.board)
+        return self.records
 
+    def _loop(self, pending: deque[_Job], gpus: float, cpus: float) -> None:
+        import ray
+
+        from pipeline.survey.runtime import detect_slots
+
+        slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
         while pending or self.fetching or self.detecting:
             if time.monotonic() - slots_at > 5:  # nodes come and go (autoscaler, failures)
                 slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
@@ -219,8 +229,6 @@ class Survey:
             self._enforce_timeouts()
             self.counts.running = sum(j.started is not None for j in self.detecting.values())
             self.progress.update(self.counts)
-        ray.kill(self.board)
-        return self.records
 
     def _submit_fetch(self, job: _Job) -> None:
         from pipeline.survey.tasks import fetch_task
@@ -408,7 +416,7 @@ def run_survey(
     todo = [r for r in refs if file_key(r.model_id, cfg) not in done]
     skipped = len(refs) - len(todo)
     if todo:
-        runtime = connect(options.address, num_cpus=options.num_cpus)
+        runtime = connect(options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads)
         progress = make_progress(options.progress, len(todo))
         try:
             survey = Survey(store, settings, options, run_id, progress, on_event)

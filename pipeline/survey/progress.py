@@ -173,4 +173,5 @@ def print_summary(summary: SurveySummary, stream=None) -> None:
         f"folder total for this config: {summary.folder_models} models, {summary.folder_pans} PANs", markup=False
     )
     console.print(f"results: {summary.out}  (neurons/ layers/ models/ failures/ runs/)", markup=False)
-    console.print(f'report:  pans report {summary.out}    query: pans query {summary.out} "..."', markup=False)
+    console.print(f"report:  pans report {summary.out} --out {summary.out}/report.html", markup=False)
+    console.print(f"query:   pans query {summary.out} @pans_per_model", markup=False)

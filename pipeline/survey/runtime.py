@@ -30,7 +30,9 @@ class Runtime:
             ray.shutdown()
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = False) -> Runtime:
+def connect(
+    address: str | None = None, *, num_cpus: int | None = None, max_downloads: int = 4, log_to_driver: bool = False
+) -> Runtime:
     """Embedded runtime sized to this machine when no address is given (and no RAY_ADDRESS is set);
     otherwise join a running cluster (``auto``, ``host:port`` or a ``ray://`` client address).
 
@@ -40,19 +42,27 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
 
     if ray.is_initialized():
         return Runtime(owned=False, address=ray.get_runtime_context().gcs_address)
+    # An explicit --address from a shell forwards the hub settings to the workers; a Ray job's
+    # driver (RAY_ADDRESS set by `ray job submit`) already runs in the job's runtime env.
+    forward = address is not None
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address is None:
+            cpus = num_cpus or os.cpu_count() or 1
             ray.init(
                 address="local",
                 num_cpus=num_cpus,
+                # Fetch tasks take no CPU slot, so Ray counts their workers as surplus and kills them
+                # when idle; each restart re-imports torch and timm (seconds). Keep them alive.
+                _system_config={"num_workers_soft_limit": cpus + max_downloads + 1},
                 include_dashboard=False,
                 log_to_driver=log_to_driver,
                 logging_level="WARNING",
                 configure_logging=True,
             )
             return Runtime(owned=True, address="local")
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        _check_reachable(address)
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} if forward else {}
         ray.init(
             address=address,
             runtime_env={"env_vars": env} if env else None,
@@ -64,6 +74,21 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
         where = address or "a local runtime"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PanSurveyError(f"cannot start or reach Ray at {where}: {first}") from exc
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens on (Ray itself keeps retrying for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address in ("auto", "local"):
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise PanSurveyError(f"cannot reach Ray at {address}: {exc.strerror or exc} (is the cluster up?)") from exc
 
 
 def gpu_share(requested: float | None) -> float:

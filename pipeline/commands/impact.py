@@ -1,0 +1,152 @@
+"""``pans impact SPEC --out DIR``: what a model's PANs (and its zero padding) do to its predictions.
+
+Detects the model's PANs first unless the results folder already holds its neurons for the same
+detection settings, then runs the experiments of :mod:`pipeline.impact` and writes the ``impact``,
+``impact_classes`` and ``impact_border`` tables. See docs/impact.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.commands import command
+from pipeline.commands.common import add_detect_options, positive_int, settings_from_args
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def add_impact_options(parser: argparse.ArgumentParser) -> None:
+    """Impact options (shared with ``pans survey --impact``)."""
+    from pipeline.impact.settings import ImpactSettings
+
+    d = ImpactSettings()
+    g = parser.add_argument_group("impact")
+    g.add_argument("--images", default=d.images,
+                   help="photos (default) or a folder of images (ImageFolder layout gives labels)")
+    g.add_argument("--labels", default=None, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
+    g.add_argument("--max-images", type=positive_int, default=d.max_images,
+                   help=f"images compared (default {d.max_images}; folders: a seeded sample)")
+    g.add_argument("--controls", type=_count, default=d.controls,
+                   help=f"seeds of matched random-neuron controls (default {d.controls})")
+    g.add_argument("--padding-modes", default=",".join(d.padding_modes),
+                   help="comma list of counterfactual paddings (default reflect,replicate,circular; '' for none)")
+    g.add_argument("--border-patches", type=_count, default=d.border_patches,
+                   help=f"patches for the border-distance curve (default {d.border_patches}; 0 skips it)")
+    g.add_argument("--border-grid", type=positive_int, default=d.border_grid,
+                   help=f"patch positions per axis (default {d.border_grid})")
+    g.add_argument("--patch-frac", type=_fraction, default=d.patch_frac,
+                   help=f"patch side as a share of the image side (default {d.patch_frac})")
+
+
+def impact_settings_from_args(args: argparse.Namespace):
+    from pipeline.impact.settings import ImpactSettings
+
+    modes = tuple(m.strip() for m in args.padding_modes.split(",") if m.strip())
+    return ImpactSettings(
+        images=args.images, labels=args.labels, max_images=args.max_images, controls=args.controls, seed=args.seed,
+        padding_modes=modes, border_patches=args.border_patches, border_grid=args.border_grid,
+        patch_frac=args.patch_frac, batch_size=args.batch_size, device=args.device,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="one model: timm name, local-dir:PATH, py:FILE.py:FUNCTION, ...")
+    parser.add_argument("--out", required=True, help="results folder (created if missing)")
+    add_impact_options(parser)
+    add_detect_options(parser)
+
+
+@command("impact", help="ablate a model's PANs, swap its padding, and measure what changes in its predictions")
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    import pyarrow.parquet as pq
+
+    from pipeline.errors import PanSurveyError
+    from pipeline.impact.experiments import check_labels, run_impact
+    from pipeline.impact.images import load_image_set
+    from pipeline.impact.settings import impact_key
+    from pipeline.runner import detect_loaded
+    from pipeline.sources import load_model, resolve_spec
+    from pipeline.store import ResultStore, file_key, new_run_id, run_record
+
+    detect = settings_from_args(args)
+    settings = impact_settings_from_args(args)
+    refs = resolve_spec(args.spec, random_init=args.random_init)
+    if len(refs) != 1:
+        raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one (use `pans survey --impact`)")
+    store = ResultStore(args.out)
+    store.ensure()
+    run_id = new_run_id()
+    started = time.perf_counter()
+    loaded = load_model(refs[0])
+    images = load_image_set(settings.images, loaded.preprocess.with_image_size(detect.image_size),
+                            labels=settings.labels, max_images=settings.max_images, seed=settings.seed)
+    check_labels(loaded, images)  # fail on bad labels before the slow part
+    key = file_key(loaded.model_id, detect.config_id)
+    if store.path("neurons", key).is_file() and store.is_done(key):
+        neurons = pq.read_table(store.path("neurons", key))
+        reused = True
+    else:
+        tables = detect_loaded(loaded, detect, load_seconds=time.perf_counter() - started, run_id=run_id)
+        store.write_model(tables, key)
+        neurons = tables["neurons"]
+        reused = False
+    store.write("runs", run_id, run_record(run_id, detect.config_id, "impact", [args.spec],
+                                           {**detect.to_dict(), "impact": settings.result_settings()}))
+    tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
+    out_key = impact_key(loaded.model_id, detect.config_id, settings.impact_id)
+    for name, table in tables.items():
+        store.write(name, out_key, table)
+    _print_summary(loaded.model_id, tables["impact"].to_pylist(), reused, store.root)
+    return 0
+
+
+def _print_summary(model_id: str, rows: list[dict], reused: bool, root) -> None:
+    def value(condition: str, metric: str) -> float | None:
+        hits = [r["value"] for r in rows if r["condition"] == condition and r["metric"] == metric]
+        return hits[0] if hits else None
+
+    def fmt(v: float | None, spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    pans = value("intact", "pans") or 0
+    print(f"{model_id}: {int(value('intact', 'images') or 0)} images, {int(pans)} PANs"
+          f"{' (detection reused)' if reused else ''}")
+    acc = value("intact", "accuracy")
+    if acc is not None:
+        print(f"  intact accuracy {acc:.3f}")
+    if pans:
+        line = (f"  PAN ablation: top-1 agreement {fmt(value('pan_ablation', 'top1_agreement'))}, "
+                f"KL {fmt(value('pan_ablation', 'kl'), '.4f')}")
+        if acc is not None:
+            line += f", accuracy {fmt(value('pan_ablation', 'accuracy'))}"
+        print(line)
+        mean = value("pan_vs_control", "kl_control_mean")
+        if mean is not None:
+            print(f"  controls: KL mean {mean:.4f} (std {fmt(value('pan_vs_control', 'kl_control_std'), '.4f')}); "
+                  f"PAN KL z {fmt(value('pan_vs_control', 'kl_z'), '.2f')}, "
+                  f"percentile {fmt(value('pan_vs_control', 'kl_percentile'), '.0f')}")
+    for mode in ("reflect", "replicate", "circular"):
+        agree = value(mode, "top1_agreement")
+        if agree is not None:
+            print(f"  {mode} padding: top-1 agreement {agree:.3f}, KL {fmt(value(mode, 'kl'), '.4f')}")
+    print(f"  results in {root}")
