@@ -42,7 +42,8 @@ def row(name: str, model: torch.nn.Module, pp: Preprocess) -> None:
 
 
 def main() -> None:
-    print(f"{'model':34s} {'live':>6s}  {'p50':>5s} {'p90':>5s} {'p99':>6s} {'max':>7s}   " + "  ".join(f">={t:<3d}" for t in THRESHOLDS) + "   share>=3")
+    head = f"{'model':34s} {'live':>6s}  {'p50':>5s} {'p90':>5s} {'p99':>6s} {'max':>7s}   "
+    print(head + "  ".join(f">={t:<3d}" for t in THRESHOLDS) + "   share>=3")
     if SHARED.is_dir():
         pp = Preprocess.from_cfg(ResNet20.pretrained_cfg)
         row("cifar10_resnet20 trained", load_resnet20(SHARED, True), pp)

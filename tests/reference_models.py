@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -33,7 +34,9 @@ class BasicBlock(nn.Module):
 class ResNet20(nn.Module):
     """CIFAR ResNet-20 (He et al. 2016), state-dict keys as in cifar10_resnet20.safetensors."""
 
-    pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 1.0}
+    pretrained_cfg: ClassVar[dict] = {
+        "input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 1.0
+    }
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
@@ -58,7 +61,9 @@ class ResNet20(nn.Module):
 class PNet(nn.Module):
     """MTCNN P-Net: no padding anywhere (a negative control)."""
 
-    pretrained_cfg = {"input_size": (3, 48, 48), "mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3, "crop_pct": 1.0}
+    pretrained_cfg: ClassVar[dict] = {
+        "input_size": (3, 48, 48), "mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3, "crop_pct": 1.0
+    }
 
     def __init__(self) -> None:
         super().__init__()

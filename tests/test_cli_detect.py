@@ -39,7 +39,8 @@ def test_detect_py_factory_writes_tables(tmp_path, factory_file, capsys):
     printed = capsys.readouterr().out
     assert "PANs" in printed and str(out) in printed
     con = duckdb.connect()
-    models = con.execute(f"select padded_neurons, conv_neurons, image_h, probe, pretrained from '{out}/models/*.parquet'").fetchall()
+    sql = f"select padded_neurons, conv_neurons, image_h, probe, pretrained from '{out}/models/*.parquet'"
+    models = con.execute(sql).fetchall()
     assert models == [(12, 12, 32, "noise", True)]
     n = con.execute(f"select count(*) from '{out}/neurons/*.parquet'").fetchall()[0][0]
     assert n == 12
@@ -64,7 +65,8 @@ def test_detect_image_folder_probe(tmp_path, factory_file):
     for i in range(3):
         Image.new("RGB", (40, 30), (40 * i, 100, 200)).save(folder / f"{i}.png")
     out = tmp_path / "res"
-    assert main(["detect", f"py:{factory_file}:small", "--out", str(out), "--probe", str(folder), "--num-images", "3"]) == 0
+    argv = ["detect", f"py:{factory_file}:small", "--out", str(out), "--probe", str(folder), "--num-images", "3"]
+    assert main(argv) == 0
     probe = duckdb.connect().execute(f"select probe from '{out}/models/*.parquet'").fetchall()[0][0]
     assert probe == f"folder:{folder.resolve()}"
 

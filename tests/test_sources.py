@@ -310,3 +310,33 @@ def test_detect_cli_loads_from_the_hf_cache(
     assert models["revision"] == commit
     assert models["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     assert models["pretrained"] is True and models["pretrained_tag"] == "r160_in1k"
+
+
+@pytest.mark.parametrize("command", ["detect", pytest.param("survey", marks=[pytest.mark.ray, pytest.mark.slow])])
+def test_offline_flag_fails_at_once_without_the_environment_variable(command: str, tmp_path: Path) -> None:
+    """``--offline`` alone (no HF_HUB_OFFLINE) must not touch the network: a cache miss is one line, fast.
+
+    The endpoint is a closed local port, so an attempt to reach the hub would show up as retries
+    (tens of seconds) and a connection error instead of the offline message.
+    """
+    import os
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", PANS_FETCH_TOTAL_SECONDS="60")
+    argv = [sys.executable, "-m", "pipeline.cli", command, "hf-hub:nobody/nothing", "--offline"]
+    argv += ["--out", str(tmp_path / "out"), "--num-images", "2"]
+    if command == "survey":
+        argv += ["--num-cpus", "1", "--progress", "off"]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+    elapsed = time.monotonic() - t0
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text
+    assert "offline" in text.lower(), text
+    if command == "detect":
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, text
+        assert elapsed < 30, elapsed
+    else:  # the survey records the miss as a failure and goes on
+        failures = list((tmp_path / "out" / "failures").glob("*.parquet"))
+        assert failures, text

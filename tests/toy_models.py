@@ -71,7 +71,9 @@ def _distance_to_border(top: int, left: int, size: int, patch: int) -> int:
     return min(top, left, far_edge - top, far_edge - left)
 
 
-def border_task(n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def border_task(
+    n: int, *, seed: int = 0, size: int = IMAGE_SIZE, patch: int = PATCH
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` normalised images (n, 3, size, size) and labels (1 = near the border, 0 = far), balanced."""
     g = torch.Generator().manual_seed(seed)
     levels = torch.tensor([c[0] for c in CHANNELS]).view(1, 3, 1, 1)

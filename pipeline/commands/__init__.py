@@ -31,11 +31,4 @@ def command(name: str, help: str):
 
 
 # One import per command module (each registers itself).
-from pipeline.commands import compact  # noqa: E402,F401
-from pipeline.commands import detect  # noqa: E402,F401
-from pipeline.commands import survey  # noqa: E402,F401
-from pipeline.commands import zoo  # noqa: E402,F401
-from pipeline.commands import query  # noqa: E402,F401
-from pipeline.commands import report  # noqa: E402,F401
-from pipeline.commands import stats  # noqa: E402,F401
-from pipeline.commands import impact  # noqa: E402,F401
+from pipeline.commands import compact, detect, impact, query, report, stats, survey, zoo  # noqa: E402,F401

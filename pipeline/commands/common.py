@@ -61,9 +61,23 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--random-init", action="store_true", help="random weights instead of pretrained ones (labelled untrained)"
     )
+    g.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the local caches only and fail at once on a miss (same as HF_HUB_OFFLINE=1)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> DetectSettings:
+    """The detection settings of a parsed command line.
+
+    ``--offline`` takes effect here (it is a property of the process, not of the results): it sets
+    HF_HUB_OFFLINE=1 before any model is resolved, and Ray workers inherit or are sent it.
+    """
+    if getattr(args, "offline", False):
+        from pipeline.sources import set_offline
+
+        set_offline(True)
     return DetectSettings(
         probe=args.probe,
         num_images=args.num_images,
