@@ -14,7 +14,7 @@ import torch.nn as nn
 from pipeline.errors import UnknownModelError
 from pipeline.sources import hub
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source
-from pipeline.sources.timm_export import build_from_export, export_info, read_config
+from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 RANDOM_SUFFIX = "@random-init"
@@ -58,18 +58,4 @@ class HfHubSource(Source):
 
     def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
         fetched = fetched or self.fetch(ref)
-        label = f"hf-hub:{ref.name}"
-        config = read_config(fetched["config_path"], label)
-        model = build_from_export(config, label, fetched.get("path") if ref.pretrained else None)
-        info = export_info(config, label)
-        return LoadedModel(
-            ref=ref,
-            model=model,
-            preprocess=info.preprocess,
-            architecture=info.architecture,
-            pretrained_tag=info.pretrained_tag if ref.pretrained else None,
-            revision=fetched.get("revision"),
-            weights_sha256=fetched.get("sha256"),
-            license=info.license,
-            class_names=config.get("label_names"),
-        )
+        return load_export(ref, fetched["config_path"], f"hf-hub:{ref.name}", fetched)

@@ -10,7 +10,7 @@ import torch.nn as nn
 from pipeline.errors import ModelLoadError, UnknownModelError
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source, sha256_file
 from pipeline.sources.hub import WEIGHT_FILES
-from pipeline.sources.timm_export import build_from_export, export_info, read_config
+from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
 
 @register_source("local-dir")
@@ -46,16 +46,4 @@ class LocalDirSource(Source):
 
     def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
         fetched = fetched or self.fetch(ref)
-        config = read_config(Path(ref.name) / "config.json", self._label(ref))
-        model = build_from_export(config, self._label(ref), fetched.get("path"))
-        info = export_info(config, self._label(ref))
-        return LoadedModel(
-            ref=ref,
-            model=model,
-            preprocess=info.preprocess,
-            architecture=info.architecture,
-            pretrained_tag=info.pretrained_tag if ref.pretrained else None,
-            weights_sha256=fetched.get("sha256"),
-            license=info.license,
-            class_names=config.get("label_names"),
-        )
+        return load_export(ref, Path(ref.name) / "config.json", self._label(ref), fetched)

@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from pipeline.errors import ModelLoadError
-from pipeline.sources.base import ModelInfo, Preprocess
+from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess
 
 
 def read_config(path: str | Path, label: str) -> dict[str, Any]:
@@ -68,3 +68,25 @@ def build_from_export(config: dict[str, Any], label: str, weights: str | Path | 
     except Exception as exc:  # timm raises RuntimeError/KeyError/SafetensorError for weights that do not fit
         reason = " ".join(str(exc).split())[:300]
         raise ModelLoadError(f"{label}: weights do not fit {arch}: {type(exc).__name__}: {reason}") from exc
+
+
+def load_export(ref: ModelRef, config_path: str | Path, label: str, fetched: dict[str, Any]) -> LoadedModel:
+    """Build a timm export (``config.json`` + weights) and record where it came from.
+
+    ``fetched`` is the source's fetch record: ``path`` of the weight file (None: random init),
+    ``revision`` and ``sha256``. Shared by every source whose models are timm exports.
+    """
+    config = read_config(config_path, label)
+    model = build_from_export(config, label, fetched.get("path") if ref.pretrained else None)
+    info = export_info(config, label)
+    return LoadedModel(
+        ref=ref,
+        model=model,
+        preprocess=info.preprocess,
+        architecture=info.architecture,
+        pretrained_tag=info.pretrained_tag if ref.pretrained else None,
+        revision=fetched.get("revision"),
+        weights_sha256=fetched.get("sha256"),
+        license=info.license,
+        class_names=config.get("label_names"),
+    )
