@@ -15,11 +15,13 @@ from pipeline.errors import PanSurveyError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a malformed option as one line plus the usage line."""
+    """argparse that reports a malformed option in one line, plus where to read the options.
+
+    (argparse's default prints the whole usage block first: a wall of text for ``pans survey``.)
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"pans: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n(see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         command = COMMANDS.get(name)
         cmd_parser = sub.add_parser(name, help=command.help, description=command.help)
         command.add_arguments(cmd_parser)
-        cmd_parser.set_defaults(_run=command.run)
+        cmd_parser.set_defaults(_run=command.run, _parser=cmd_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the sub-command in the message, as for its own options
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args._run(args) or 0)
     except PanSurveyError as exc:

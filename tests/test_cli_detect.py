@@ -108,4 +108,5 @@ def test_malformed_option_is_usage_error(tmp_path, capsys, option):
         main(["detect", "resnet18", "--out", str(tmp_path), *option])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "error:" in err
+    assert "Traceback" not in err and err.startswith("pans detect: error: argument ")
+    assert option[0] in err and len(err.strip().splitlines()) == 2  # the error and a --help hint
