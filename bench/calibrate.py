@@ -1,7 +1,8 @@
 """Reproducible calibration of the PAN threshold tau (see docs/calibration.md).
 
 For each architecture, trained weights against the same architecture freshly initialised
-(two seeds), on the default probe (16 scikit-image photos at the model's input size): the
+(two seeds), on the default probe (16 scikit-image photos at the model's input size), and the
+toy CNN the tests train (tests/toy_models.py) against its initialisation, on its task's images: the
 distribution of max_s |own_z| over live neurons, and how many neurons pass each threshold.
 Trained weights come from ../shared/models (skipped when absent).
 
@@ -24,13 +25,15 @@ from pipeline.detect import detect_pans  # noqa: E402
 from pipeline.probes import make_probe  # noqa: E402
 from pipeline.sources import Preprocess, load_model  # noqa: E402
 from tests.reference_models import ResNet20, load_resnet20  # noqa: E402
+from tests.toy_models import BorderCNN, border_task, train_border_cnn  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "models"
 THRESHOLDS = (2, 3, 5, 10, 20)
 
 
-def row(name: str, model: torch.nn.Module, pp: Preprocess) -> None:
-    x = make_probe("photos", 16, pp)
+def row(name: str, model: torch.nn.Module, pp: Preprocess | torch.Tensor) -> None:
+    """One line of the table; ``pp`` is the model's preprocessing (photos probe) or a probe batch."""
+    x = pp if isinstance(pp, torch.Tensor) else make_probe("photos", 16, pp)
     res = detect_pans(model, x, tau=3.0)
     t = res.neurons
     live = ~np.array(t.column("dead").to_pylist())
@@ -57,6 +60,12 @@ def main() -> None:
             row(f"tf_efficientnet_lite0 init seed {seed}", timm.create_model("tf_efficientnet_lite0"), lite.preprocess)
     else:
         print(f"({SHARED} absent: no trained weights to calibrate against)")
+    # The toy CNN the tests train (tests/toy_models.py), on its own task's images.
+    probe, _ = border_task(64, seed=7)
+    for seed in (1, 2, 3):
+        row(f"toy border CNN trained seed {seed}", train_border_cnn(seed=seed), probe)
+        torch.manual_seed(seed)
+        row(f"toy border CNN init seed {seed}", BorderCNN().eval(), probe)
 
 
 if __name__ == "__main__":
