@@ -57,7 +57,8 @@ class BorderCNN(nn.Module):
         self.head = nn.Linear(W2, len(CLASS_NAMES))
         self.drop = nn.Dropout2d(DROPOUT)  # training only: spreads the work over redundant filters
         self.pretrained_cfg = {"input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "mean": (MEAN,) * 3, "std": (STD,) * 3,
-                               "crop_pct": 1.0, "interpolation": "bilinear"}
+                               "crop_pct": 1.0, "interpolation": "bilinear",
+                               "label_names": list(CLASS_NAMES)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(F.relu(self.conv1(x)))

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PanSurveyError
     from pipeline.impact.experiments import check_labels, run_impact
     from pipeline.impact.images import load_image_set
-    from pipeline.impact.settings import impact_key
+    from pipeline.impact.settings import impact_key, run_config_id
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model, resolve_spec
     from pipeline.store import ResultStore, file_key, new_run_id, run_record
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     settings = impact_settings_from_args(args)
     refs = resolve_spec(args.spec, random_init=args.random_init)
     if len(refs) != 1:
-        raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one (use `pans survey --impact`)")
+        raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one "
+                             "(use `pans survey --impact`)")
     store = ResultStore(args.out)
     store.ensure()
     run_id = new_run_id()
@@ -110,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         store.write_model(tables, key)
         neurons = tables["neurons"]
         reused = False
-    store.write("runs", run_id, run_record(run_id, detect.config_id, "impact", [args.spec],
-                                           {**detect.to_dict(), "impact": settings.result_settings()}))
+    config = {**detect.to_dict(), "impact": settings.result_settings(), "detect_config_id": detect.config_id,
+              "impact_id": settings.impact_id}
+    store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
     tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
     out_key = impact_key(loaded.model_id, detect.config_id, settings.impact_id)
     for name, table in tables.items():

@@ -1,4 +1,9 @@
-"""``pans survey SPEC... --out DIR``: detect PANs in many models on Ray; rerun to resume."""
+"""``pans survey SPEC... --out DIR [--impact]``: detect PANs in many models on Ray; rerun to resume.
+
+With ``--impact`` each model's detect task also runs the impact experiments (docs/impact.md) on the
+model it has just loaded and the neurons it has just detected; the impact options are those of
+``pans impact``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 
 from pipeline.commands import command
 from pipeline.commands.common import add_detect_options, positive_float, positive_int, settings_from_args
+from pipeline.commands.impact import add_impact_options, impact_settings_from_args
 
 
 def _share(text: str) -> float:
@@ -54,14 +60,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="live bar on a terminal, a line per model in logs (default auto)",
     )
     add_detect_options(parser)
+    parser.add_argument(
+        "--impact",
+        action="store_true",
+        help="also run the impact experiments on each model (PAN ablation, controls, padding, border distance)",
+    )
+    add_impact_options(parser)
+
+
+def _impact_options_without_impact(parser_defaults: dict, args: argparse.Namespace) -> list[str]:
+    names = ("images", "labels", "max_images", "controls", "padding_modes", "border_patches", "border_grid",
+             "patch_frac")
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) != parser_defaults.get(n)]
 
 
 @command("survey", help="detect PANs in many models on Ray (resumable; results as Parquet)")
 def run(args: argparse.Namespace) -> int:
+    from pipeline.errors import PanSurveyError
     from pipeline.sources import collect_specs
     from pipeline.survey import SurveyOptions, run_survey
     from pipeline.survey.progress import print_summary
 
+    impact = None
+    if args.impact:
+        impact = impact_settings_from_args(args)
+    else:
+        defaults = argparse.ArgumentParser()
+        add_impact_options(defaults)
+        stray = _impact_options_without_impact(vars(defaults.parse_args([])), args)
+        if stray:
+            raise PanSurveyError(f"{', '.join(stray)} only apply with --impact")
     specs = collect_specs(args.specs, args.models_file)
     options = SurveyOptions(
         address=args.address,
@@ -73,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         num_cpus=args.num_cpus,
     )
-    summary = run_survey(specs, args.out, settings_from_args(args), options)
+    summary = run_survey(specs, args.out, settings_from_args(args), options, impact=impact)
     print_summary(summary)
     # Some failures are normal in a survey; only a run where nothing could be done is an error.
     return 1 if summary.failed and not (summary.done or summary.skipped) else 0

@@ -23,7 +23,7 @@ Predict = Callable[[torch.Tensor], torch.Tensor]
 def patches_from(images: torch.Tensor, count: int, frac: float) -> torch.Tensor:
     """The centre squares (side ``frac`` of the image's shorter side) of the first ``count`` images."""
     h, w = images.shape[-2:]
-    side = max(1, int(round(min(h, w) * frac)))
+    side = max(1, round(min(h, w) * frac))
     top, left = (h - side) // 2, (w - side) // 2
     return images[:count, :, top : top + side, left : left + side].clone()
 

@@ -148,7 +148,8 @@ def check_labels(loaded: LoadedModel, images: ImageSet) -> None:
     """Resolve the image set's labels against the model's classes (one image forward); raises LabelsError."""
     if not images.label_names:
         return
-    num_classes = int(forward_batches(loaded.model, images.images[:1], batch_size=1, device=torch.device("cpu")).shape[1])
+    logits = forward_batches(loaded.model, images.images[:1], batch_size=1, device=torch.device("cpu"))
+    num_classes = int(logits.shape[1])
     resolve_labels(images.label_names, num_classes, model_class_names(loaded.class_names, num_classes))
 
 

@@ -151,7 +151,14 @@ def resolve_labels(label_names: list[str], num_classes: int, class_names: list[s
             unknown.append(label)
     if unknown:
         shown = ", ".join(sorted(set(unknown))[:5])
-        hint = "class names" if class_names else "class indices (the model has no class names)"
+        if class_names and len(class_names) <= 10:
+            hint = f"class names ({', '.join(class_names)}) or indices 0-{num_classes - 1}"
+        elif class_names:
+            hint = f"class names or indices 0-{num_classes - 1}"
+        else:
+            hint = f"class indices 0-{num_classes - 1} (the model has no class names)"
+        if num_classes == 1000:
+            hint += " or ImageNet synset ids"
         raise LabelsError(f"{len(set(unknown))} label(s) name no class of the model ({num_classes} classes): "
-                          f"{shown}; use {hint} or ImageNet synset ids")
+                          f"{shown}; use {hint}")
     return torch.tensor(out, dtype=torch.long)

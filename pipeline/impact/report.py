@@ -2,7 +2,8 @@
 
 ``impact_section(source)`` takes a results folder or an open DuckDB connection whose views
 ``impact``, ``impact_classes`` and ``impact_border`` exist, and returns an HTML fragment
-(an empty string when there are no impact rows), so ``pans report`` can include it as is.
+(an empty string when there are no impact rows). ``impact_parts(con, config_id)`` returns the
+same content without the section wrapper: ``pans report`` (analysis/report/impact.py) uses it.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Any
 
 _TABLES = ("impact", "impact_classes", "impact_border")
+MAX_PLOTTED = 40  # models in the controls plot and the class-shift table
+MAX_BORDER_PANELS = 8  # border-distance panels
 
 
-def _rows(con: Any, table: str, sql: str) -> list[dict[str, Any]]:
+def _rows(con: Any, table: str, sql: str, config_id: str | None = None) -> list[dict[str, Any]]:
+    source = table
+    if config_id:
+        source = f"(SELECT * FROM {table} WHERE config_id = '{config_id.replace(chr(39), chr(39) * 2)}')"
     try:
-        cur = con.execute(sql.replace("{t}", table))
+        cur = con.execute(sql.replace("{t}", source))
     except Exception:  # a view that does not exist (no such results yet) is simply empty
         return []
     cols = [d[0] for d in cur.description]
@@ -64,14 +71,25 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def impact_section(source: str | Path | Any) -> str:
     """HTML for the impact experiments of every model in ``source`` (folder or DuckDB connection)."""
+    parts = impact_parts(_connect(source))
+    if not parts:
+        return ""
+    return "\n".join(["<section id='impact'><h2>Impact: what PANs do to predictions</h2>", *parts, "</section>"])
+
+
+def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
+    """Summary table, PAN-vs-controls plot, border-distance curves and class shifts (HTML pieces).
+
+    ``config_id`` keeps the rows of one detection configuration; one summary row per model and
+    impact settings (``impact_id``). Empty when there are no impact rows.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    con = _connect(source)
     summary = _rows(con, "impact", """
-        SELECT model_id,
+        SELECT model_id, impact_id,
           max(value) FILTER (WHERE condition='intact' AND metric='pans') AS pans,
           max(value) FILTER (WHERE condition='intact' AND metric='images') AS images,
           max(value) FILTER (WHERE condition='intact' AND metric='accuracy') AS accuracy,
@@ -85,55 +103,69 @@ def impact_section(source: str | Path | Any) -> str:
           max(value) FILTER (WHERE condition='reflect' AND metric='top1_agreement') AS reflect_agreement,
           max(value) FILTER (WHERE condition='replicate' AND metric='top1_agreement') AS replicate_agreement,
           max(value) FILTER (WHERE condition='circular' AND metric='top1_agreement') AS circular_agreement
-        FROM {t} GROUP BY model_id ORDER BY model_id""")
+        FROM {t} GROUP BY model_id, impact_id ORDER BY model_id, impact_id""", config_id)
     if not summary:
-        return ""
-    parts = ["<section id='impact'><h2>Impact: what PANs do to predictions</h2>",
-             "<p>PAN ablation clamps every PAN to its mean activation on the probe; controls clamp as many random "
+        return []
+    parts = ["<p>PAN ablation clamps every PAN to its mean activation on the probe; controls clamp as many random "
              "non-PAN neurons of the same layers (several seeds). <i>z</i> and percentile place the PAN result in "
              "the control distribution (positive z, percentile near 100: PANs matter more than random neurons). "
              "Padding rows run the same weights with another padding mode. See docs/impact.md.</p>"]
     cols = [c for c in summary[0] if any(r[c] is not None for r in summary)]
     parts.append(_table(summary, cols))
 
-    controls = _rows(con, "impact", "SELECT model_id, value FROM {t} WHERE condition='random_control' AND metric='kl'")
+    def key(r: dict[str, Any]) -> tuple[str, str]:
+        return r["model_id"], r["impact_id"]
+
+    def label(k: tuple[str, str], width: int) -> str:
+        many = len({r["impact_id"] for r in summary}) > 1
+        return k[0].split(":")[-1][-width:] + (f" [{(k[1] or '')[:6]}]" if many else "")
+
+    # Plots show at most MAX_PLOTTED models: those whose PANs matter most against their controls.
+    ranked = sorted(summary, key=lambda r: -(r["kl_z"] if r["kl_z"] is not None else -math.inf))[:MAX_PLOTTED]
+    shown = [key(r) for r in ranked]
+    if len(summary) > MAX_PLOTTED:
+        parts.append(f"<p>Plots show the {MAX_PLOTTED} of {len(summary)} models with the largest KL z.</p>")
+
+    controls = _rows(con, "impact", "SELECT model_id, impact_id, value FROM {t} "
+                                    "WHERE condition='random_control' AND metric='kl'", config_id)
     if controls:
-        models = [r["model_id"] for r in summary]
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(models)), 3))
-        for i, m in enumerate(models):
-            vals = [r["value"] for r in controls if r["model_id"] == m]
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(shown)), 3))
+        for i, (k, row) in enumerate(zip(shown, ranked, strict=True)):
+            vals = [r["value"] for r in controls if key(r) == k]
             ax.scatter([i] * len(vals), vals, color="grey", s=14, label="random controls" if i == 0 else None)
-            pan = summary[i]["pan_kl"]
-            if pan is not None:
-                ax.scatter([i], [pan], color="crimson", marker="D", s=30, label="PAN ablation" if i == 0 else None)
-        ax.set_xticks(range(len(models)), [m.split(":")[-1][-24:] for m in models], rotation=30, ha="right")
+            if row["pan_kl"] is not None:
+                ax.scatter([i], [row["pan_kl"]], color="crimson", marker="D", s=30,
+                           label="PAN ablation" if i == 0 else None)
+        ax.set_xticks(range(len(shown)), [label(k, 24) for k in shown], rotation=30, ha="right")
         ax.set_ylabel("mean KL to intact (nats)")
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.legend(fontsize=8)
         parts.append("<h3>PAN ablation against matched controls</h3>" + _png(fig))
 
-    border = _rows(con, "impact_border", "SELECT model_id, condition, distance_px, confidence FROM {t} "
-                                         "ORDER BY model_id, condition, distance_px")
+    border = [r for r in _rows(con, "impact_border", "SELECT model_id, impact_id, condition, distance_px, confidence "
+                                                     "FROM {t} ORDER BY model_id, condition, distance_px", config_id)
+              if key(r) in shown[:MAX_BORDER_PANELS]]
     if border:
-        models = sorted({r["model_id"] for r in border})
-        fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 2.8), squeeze=False)
-        for ax, m in zip(axes[0], models, strict=True):
-            for cond in sorted({r["condition"] for r in border if r["model_id"] == m}):
-                pts = [r for r in border if r["model_id"] == m and r["condition"] == cond]
+        panels = [k for k in shown[:MAX_BORDER_PANELS] if any(key(r) == k for r in border)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), squeeze=False)
+        for ax, k in zip(axes[0], panels, strict=True):
+            mine = [r for r in border if key(r) == k]
+            for cond in sorted({r["condition"] for r in mine}):
+                pts = [r for r in mine if r["condition"] == cond]
                 ax.plot([p["distance_px"] for p in pts], [p["confidence"] for p in pts], marker="o", ms=3, label=cond)
-            ax.set_title(m.split(":")[-1][-30:], fontsize=8)
+            ax.set_title(label(k, 30), fontsize=8)
             ax.set_xlabel("distance to nearest border (px)")
             ax.set_ylabel("confidence in patch class")
             ax.legend(fontsize=7)
         parts.append("<h3>Confidence against distance to the border</h3>" + _png(fig))
 
-    shifts = _rows(con, "impact_classes", """
-        SELECT model_id, condition, class_index, class_name, count_delta, prob_delta FROM (
-          SELECT *, row_number() OVER (PARTITION BY model_id, condition ORDER BY abs(prob_delta) DESC) AS rk
+    shifts = [r for r in _rows(con, "impact_classes", """
+        SELECT model_id, impact_id, condition, class_index, class_name, count_delta, prob_delta FROM (
+          SELECT *, row_number() OVER (PARTITION BY model_id, impact_id, condition ORDER BY abs(prob_delta) DESC) AS rk
           FROM {t} WHERE experiment <> 'control') WHERE rk <= 5
-        ORDER BY model_id, condition, prob_delta DESC""")
+        ORDER BY model_id, impact_id, condition, prob_delta DESC""", config_id) if key(r) in shown]
     if shifts:
         parts.append("<h3>Classes that gain and lose most (mean probability)</h3>")
-        parts.append(_table(shifts, ["model_id", "condition", "class_index", "class_name", "count_delta", "prob_delta"]))
-    parts.append("</section>")
-    return "\n".join(parts)
+        columns = ["model_id", "condition", "class_index", "class_name", "count_delta", "prob_delta"]
+        parts.append(_table(shifts, columns))
+    return parts

@@ -62,3 +62,11 @@ class ImpactSettings:
 def impact_key(model_id: str, cfg_id: str, impact_id: str) -> str:
     """File key of a model's impact tables: detection config and impact settings both in the name."""
     return file_key(model_id, f"{cfg_id}-{impact_id}")
+
+
+def run_config_id(detect: Any, impact: ImpactSettings | None) -> str:
+    """The config id of a run (its ``runs`` row): the detection config id, or with impact experiments
+    a hash of both settings, so a run with ``--impact`` is told apart and one without keeps its id."""
+    if impact is None:
+        return detect.config_id
+    return config_id({"detect": detect.result_settings(), "impact": impact.result_settings()})

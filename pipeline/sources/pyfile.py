@@ -1,6 +1,7 @@
 """``py:FILE.py:FUNCTION``: a user's factory that returns an ``nn.Module``.
 
-The module may carry a timm-style ``pretrained_cfg`` attribute (``input_size``, ``mean``, ``std``).
+The module may carry a timm-style ``pretrained_cfg`` attribute (``input_size``, ``mean``, ``std``,
+``label_names``: the class names, used by ``pans impact`` to read labels).
 The factory is the user's own code, run as it is; the recorded hash is that of the Python file.
 """
 
@@ -76,10 +77,13 @@ class PyFileSource(Source):
     def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
         fetched = fetched or self.fetch(ref)
         model = self.build(ref)
+        cfg = getattr(model, "pretrained_cfg", None)
+        labels = cfg.get("label_names") if isinstance(cfg, dict) else getattr(cfg, "label_names", None)
         return LoadedModel(
             ref=ref,
             model=model,
-            preprocess=Preprocess.from_cfg(getattr(model, "pretrained_cfg", None)),
+            preprocess=Preprocess.from_cfg(cfg),
             architecture=type(model).__name__,
             weights_sha256=fetched.get("sha256"),
+            class_names=[str(n) for n in labels] if isinstance(labels, (list, tuple)) else None,
         )

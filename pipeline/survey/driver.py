@@ -5,6 +5,13 @@ pending -> fetching (CPU task, at most ``max_downloads`` at once) -> detecting (
 CPU task, placed on the node that fetched when it has room) -> written or failed. Failures are
 data: they become rows of ``failures`` and the survey goes on. Resume is by
 ``(model_id, config_id)``: a rerun skips every model whose ``models`` row exists.
+
+With impact settings (``pans survey --impact``) the detect task also runs the impact experiments
+on the model it has loaded, and the driver writes the ``impact``, ``impact_classes`` and
+``impact_border`` tables under :func:`pipeline.impact.impact_key` (``impact`` last: it marks the
+model's impact done). A model counts as done only when that file exists too; an impact failure is a
+``failures`` row with stage ``impact``, stored under the impact key, while the model's detection
+tables are written as usual.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from pipeline.compact import recover
 from pipeline.errors import PanSurveyError
+from pipeline.impact.settings import ImpactSettings, impact_key
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.store import ResultStore, file_key, new_run_id, run_record
@@ -74,6 +82,7 @@ class SurveySummary:
     models: list[ModelRecord] = field(default_factory=list)
     folder_models: int = 0  # models with results in the folder under this config (all runs)
     folder_pans: int = 0
+    impact_id: str | None = None  # with --impact: the impact settings' id (see pipeline/impact/settings.py)
 
     @property
     def done(self) -> int:
@@ -98,6 +107,7 @@ class _Job:
     key: str
     settings: DetectSettings
     gpus: float
+    impact_key: str | None = None  # where the impact tables go (None: no impact experiments)
     attempt: int = 1
     fetch_node: str | None = None
     fetch_seconds: float = 0.0
@@ -131,9 +141,11 @@ class Survey:
         run_id: str,
         progress: Progress,
         on_event: Callable[[str, ModelRecord], None] | None = None,
+        impact: ImpactSettings | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.impact = impact
         self.options = options
         self.run_id = run_id
         self.progress = progress
@@ -187,7 +199,9 @@ class Survey:
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
         cfg = self.settings.config_id
-        pending = deque(_Job(ref, file_key(ref.model_id, cfg), self.settings, gpus) for ref in refs)
+        pending = deque(
+            _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
+        )
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
@@ -199,6 +213,11 @@ class Survey:
         finally:
             ray.kill(self.board)
         return self.records
+
+    def _impact_key(self, model_id: str) -> str | None:
+        if self.impact is None:
+            return None
+        return impact_key(model_id, self.settings.config_id, self.impact.impact_id)
 
     def _loop(self, pending: deque[_Job], gpus: float, cpus: float) -> None:
         import ray
@@ -246,7 +265,7 @@ class Survey:
             opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
         job.started = None
         ref = detect_task.options(**opts).remote(
-            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched
+            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
         )
         self.detecting[ref] = job
 
@@ -289,6 +308,25 @@ class Survey:
             self._fail(job, "write", type(exc).__name__, _first_line(exc), node=out.node_id)
             return
         row = out.tables["models"].to_pylist()[0]
+        if job.impact_key is not None and not self._write_impact(job, out):
+            rec = ModelRecord(
+                job.ref.model_id,
+                job.impact_key,
+                "failed",
+                "impact",
+                out.impact_error.error_type if out.impact_error else "Error",
+                out.impact_error.message if out.impact_error else "no impact tables",
+                job.attempt,
+                job.fetch_node,
+                out.node_id,
+                device=out.device,
+                fetch_seconds=job.fetch_seconds,
+                task_seconds=out.seconds,
+                pans=int(row.get("pans") or 0),
+                padded_neurons=int(row.get("padded_neurons") or 0),
+            )
+            self._finish(rec)
+            return
         rec = ModelRecord(
             job.ref.model_id,
             job.key,
@@ -303,6 +341,36 @@ class Survey:
             padded_neurons=int(row.get("padded_neurons") or 0),
         )
         self._finish(rec)
+
+    def _write_impact(self, job: _Job, out: Any) -> bool:
+        """Write a model's impact tables (``impact`` last), or its impact failure; True when written."""
+        assert job.impact_key is not None
+        key = job.impact_key
+        if out.impact_error is None and out.impact_tables is not None:
+            try:
+                for name in ("impact_classes", "impact_border", "impact"):  # impact last: it marks done
+                    self.store.write(name, key, out.impact_tables[name])
+            except OSError as exc:
+                raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
+            except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
+                from pipeline.survey.tasks import TaskError
+
+                out.impact_error = TaskError.from_exception("impact", exc)
+            else:
+                self.store.path("failures", key).unlink(missing_ok=True)
+                return True
+        error = out.impact_error
+        self.store.write_failure(
+            key,
+            model_id=job.ref.model_id,
+            config_id=self.settings.config_id,
+            run_id=self.run_id,
+            stage="impact",
+            error_type=error.error_type if error else "Error",
+            message=error.message if error else "the detect task returned no impact tables",
+            attempt=job.attempt,
+        )
+        return False
 
     def _oom(self, job: _Job, error_type: str, message: str, node: str | None) -> None:
         """Out of memory: once more with twice the GPU share and half the batch, then a failure."""
@@ -365,12 +433,14 @@ def run_survey(
     settings: DetectSettings | None = None,
     options: SurveyOptions | None = None,
     *,
+    impact: ImpactSettings | None = None,
     on_event: Callable[[str, ModelRecord], None] | None = None,
 ) -> SurveySummary:
     """Survey every model the specs name; results in ``out``. Resumable: rerun to finish.
 
-    ``on_event(status, record)`` is called on the driver as each model finishes (tests use it
-    to stop a run part-way).
+    ``impact``: also run the impact experiments on each model (``pans survey --impact``); a model
+    is then done when its impact tables are written too. ``on_event(status, record)`` is called on
+    the driver as each model finishes (tests use it to stop a run part-way).
     """
     from pipeline.survey.runtime import connect
 
@@ -383,6 +453,8 @@ def run_survey(
     share = options.gpus_per_model
     if share is not None and (share < 0 or (share > 1 and share % 1)):
         raise PanSurveyError(f"--gpus-per-model {share:g}: use a fraction of one GPU (0-1) or a whole number of GPUs")
+    if impact is not None:
+        impact = prepared_impact(impact)
     started = time.monotonic()
     store = ResultStore(out)
     store.ensure()
@@ -395,7 +467,15 @@ def run_survey(
         "survey": asdict(options),
         "argv": sys.argv,
     }
-    store.write("runs", run_id, run_record(run_id, cfg, "survey", list(specs), config))
+    run_cfg = cfg
+    if impact is not None:
+        from pipeline.impact.settings import run_config_id
+
+        config["impact"] = impact.result_settings()
+        config["impact_settings"] = asdict(impact)
+        config["detect_config_id"], config["impact_id"] = cfg, impact.impact_id
+        run_cfg = run_config_id(settings, impact)
+    store.write("runs", run_id, run_record(run_id, run_cfg, "survey", list(specs), config))
 
     refs, broken = resolve_all(specs, options.random_init)
     records: list[ModelRecord] = []
@@ -413,13 +493,18 @@ def run_survey(
         )
         records.append(ModelRecord(spec, key, "failed", "resolve", type(exc).__name__, msg))
     done = store.done_keys()
-    todo = [r for r in refs if file_key(r.model_id, cfg) not in done]
+    todo = [
+        r
+        for r in refs
+        if file_key(r.model_id, cfg) not in done
+        or (impact is not None and not store.path("impact", impact_key(r.model_id, cfg, impact.impact_id)).is_file())
+    ]
     skipped = len(refs) - len(todo)
     if todo:
         runtime = connect(options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads)
         progress = make_progress(options.progress, len(todo))
         try:
-            survey = Survey(store, settings, options, run_id, progress, on_event)
+            survey = Survey(store, settings, options, run_id, progress, on_event, impact)
             records += survey.run(todo)
         finally:
             progress.close()
@@ -428,7 +513,29 @@ def run_survey(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
     )
     summary.folder_models, summary.folder_pans = _folder_totals(store, cfg)
+    summary.impact_id = impact.impact_id if impact is not None else None
     return summary
+
+
+def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
+    """Impact settings for the workers: paths made absolute, the image set checked once, here.
+
+    A missing, empty or unreadable image set (or labels file) is the same for every model, so it is
+    a one-line error before the survey starts rather than a failure row per model. Labels naming
+    classes a model does not have are checked per model (an ``impact`` failure).
+    """
+    from pipeline.impact.images import load_image_set
+    from pipeline.sources.base import Preprocess
+
+    changes = {}
+    for name in ("images", "labels"):
+        value = getattr(impact, name)
+        if value and value != "photos":
+            changes[name] = str(Path(value).expanduser().resolve())
+    impact = replace(impact, **changes)
+    load_image_set(impact.images, Preprocess(input_size=(3, 32, 32)), labels=impact.labels,
+                   max_images=impact.max_images, seed=impact.seed)
+    return impact
 
 
 def _folder_totals(store: ResultStore, cfg: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""The two Ray tasks of a survey: fetch a model's weights, then detect its PANs.
+"""The two Ray tasks of a survey: fetch a model's weights, then detect its PANs (and, with
+``--impact``, run the impact experiments on the same loaded model and its just-detected neurons).
 
 Both tasks return plain data (outcomes) instead of raising for a model's own problems, so a
 bad model becomes a failure record and never a Ray retry; Ray's ``max_retries`` is kept for
@@ -27,7 +28,7 @@ from pipeline.sources import ModelRef
 class TaskError:
     """A model's failure as data: which stage, what kind of error, what it said."""
 
-    stage: str  # fetch | load | detect
+    stage: str  # fetch | load | detect | impact
     error_type: str
     message: str
     oom: bool = False
@@ -52,10 +53,14 @@ class DetectOutcome:
     key: str
     node_id: str
     device: str
-    seconds: float  # wall time inside the task (load + probe + detect)
+    seconds: float  # wall time inside the task (load + probe + detect, + impact)
     tables: dict[str, Any] | None = None  # neurons, layers, models (pyarrow Tables)
     error: TaskError | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: With ``--impact``: the impact, impact_classes and impact_border tables, or why they are missing
+    #: (the detection ``tables`` are there either way).
+    impact_tables: dict[str, Any] | None = None
+    impact_error: TaskError | None = None
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -122,6 +127,7 @@ def _detect(
     attempt: int,
     board: Any,
     fetched: dict[str, Any] | None = None,
+    impact: Any = None,
 ) -> DetectOutcome:
     # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
     # that is start-up, not this model's time, so the clock starts after it.
@@ -149,20 +155,43 @@ def _detect(
         timings["load"] = time.perf_counter() - t0
         stage = "detect"
         device = pick_device(settings.device)
+        t0 = time.perf_counter()
         tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=timings["load"], run_id=run_id)
-        return DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables, timings=timings)
+        timings["detect"] = time.perf_counter() - t0
+        outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables, timings=timings)
+        if impact is not None:
+            t0 = time.perf_counter()
+            try:
+                outcome.impact_tables = _impact(loaded, tables["neurons"], settings, impact, device)
+            except Exception as exc:  # the detection stands; the driver records the impact failure
+                outcome.impact_error = _task_error("impact", exc)
+            timings["impact"] = time.perf_counter() - t0
+            outcome.seconds = time.perf_counter() - started
+        return outcome
     except Exception as exc:
         if stage == "detect" and isinstance(exc, ModelLoadError | UnknownModelError):
             stage = "load"
-        error = TaskError.from_exception(stage, exc)
-        if not isinstance(exc, PanSurveyError):
-            # Unexpected errors keep their last frame: enough to find the bug from a failure row.
-            frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-            if frame:
-                error.message += f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})"
-        return DetectOutcome(key, node_id(), device, time.perf_counter() - started, error=error)
+        return DetectOutcome(key, node_id(), device, time.perf_counter() - started, error=_task_error(stage, exc))
     finally:
         _release_memory()
+
+
+def _impact(loaded: Any, neurons: Any, settings: DetectSettings, impact: Any, device: str) -> dict[str, Any]:
+    """The impact experiments on the model the detect task has loaded (same device and batch size)."""
+    from pipeline.impact.experiments import run_impact
+
+    impact = impact.updated(device=device, batch_size=settings.batch_size)
+    return run_impact(loaded, neurons, impact, detect=settings.updated(device=device))
+
+
+def _task_error(stage: str, exc: BaseException) -> TaskError:
+    error = TaskError.from_exception(stage, exc)
+    if not isinstance(exc, PanSurveyError):
+        # Unexpected errors keep their last frame: enough to find the bug from a failure row.
+        frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        if frame:
+            error.message += f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})"
+    return error
 
 
 def _release_memory() -> None:
