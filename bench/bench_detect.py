@@ -1,10 +1,21 @@
 """Detection cost against a plain forward pass (same model, batch, device).
 
 Prints, for timm resnet50 at 224 px and batch 16 by default:
-- time ratio: detect_pans wall time / plain forward wall time (goal <= 1.25; floor 1.0),
+- time ratio: detect_pans wall time / plain forward wall time, best of ``--repeats``
+  (goal <= 1.25; floor 1.0),
 - peak memory ratio: peak RSS growth during detection / during the plain forward (goal <= 1.2),
-each measured in a fresh subprocess so the peaks do not mix. Random-init weights (timing and
-memory do not depend on the values). Usage:
+- live tensor peak ratio: the same from torch.profiler's allocation records (exact bytes of live
+  tensors, independent of the C allocator) as a cross-check.
+
+Memory figures come from a fresh subprocess per mode, so peaks do not mix; timing runs both
+modes in one process, alternating, best of ``--repeats`` each, so a change in machine load hits
+both. Both modes run under ``torch.no_grad`` and are warmed up with one call of their own on a
+2-image batch, so lazy imports and first-call set-up are outside the measurement. Timing uses the default allocator.
+The RSS runs set ``MALLOC_MMAP_THRESHOLD_`` (fixed, 64 KiB) so that glibc serves every large
+tensor with its own mapping and returns it on free: otherwise glibc's adaptive threshold keeps
+freed activation maps in its heap, and peak RSS depends on the order of past allocations rather
+than on what is alive at once (the same forward pass then measured anywhere from 170 to 330 MiB
+of growth). Random-init weights (timing and memory do not depend on the values). Usage:
 
     python bench/bench_detect.py [--model resnet50] [--batch 16] [--size 224] [--repeats 3]
 """
@@ -13,42 +24,73 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time, gc
 import torch, timm
 from pipeline.detect import detect_pans
-mode, name, batch, size, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+what, mode, name = sys.argv[1:4]
+batch, size, repeats = (int(v) for v in sys.argv[4:7])
 torch.manual_seed(0)
 model = timm.create_model(name, pretrained=False).eval()
 x = torch.randn(batch, 3, size, size)
 def rss():  # current resident set size in MiB
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-with torch.no_grad():
-    model(x[:2])  # warm up allocator and kernels
-gc.collect()
-base = rss()
-times = []
-for _ in range(repeats):
-    t = time.perf_counter()
+def run(images, mode=mode):
     if mode == "forward":
         with torch.no_grad():
-            model(x)
+            model(images)
     else:
-        detect_pans(model, x, batch_size=batch, device="cpu")
-    times.append(time.perf_counter() - t)
+        detect_pans(model, images, batch_size=batch, device="cpu")
+if what == "time":  # both modes in one process, interleaved, so a change of machine load hits both
+    for m in ("forward", "detect"):
+        run(x[:2], m)
+    times = {"forward": [], "detect": []}
+    for _ in range(repeats):
+        for m in ("forward", "detect"):
+            t = time.perf_counter()
+            run(x, m)
+            times[m].append(time.perf_counter() - t)
+    print(json.dumps({"forward": min(times["forward"]), "detect": min(times["detect"]), "all": times}))
+    sys.exit()
+run(x[:2])  # warm up: allocator, kernels, lazy imports, first-call set-up of this mode
+gc.collect()
+if what == "profile":  # exact live tensor bytes from the profiler's allocation records
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run(x)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    print(json.dumps({"live_peak_mib": peak / 2**20}))
+    sys.exit()
+base = rss()
+for _ in range(repeats):
+    run(x)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": min(times), "all": times, "peak_mib": peak, "base_mib": base}))
+print(json.dumps({"peak_mib": peak, "base_mib": base}))
 """
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def measure(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-c", CHILD, mode, args.model, str(args.batch), str(args.size), str(args.repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+
+def measure(what: str, mode: str, args: argparse.Namespace, env: dict[str, str] | None = None) -> dict:
+    cmd = [sys.executable, "-c", CHILD, what, mode, args.model, str(args.batch), str(args.size), str(args.repeats)]
+    child_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=child_env, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def growth(m: dict) -> float:
+    return m["peak_mib"] - m["base_mib"]
 
 
 def main() -> None:
@@ -57,15 +99,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler cross-check")
+    parser.add_argument("--default-malloc", action="store_true", help="also measure RSS with glibc's default settings")
     args = parser.parse_args()
-    fwd, det = measure("forward", args), measure("detect", args)
-    time_ratio = det["seconds"] / fwd["seconds"]
-    mem_ratio = (det["peak_mib"] - det["base_mib"]) / max(fwd["peak_mib"] - fwd["base_mib"], 1e-9)
+    fixed = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    t = measure("time", "both", args)
+    fwd_m, det_m = measure("rss", "forward", args, fixed), measure("rss", "detect", args, fixed)
+    time_ratio = t["detect"] / t["forward"]
+    mem_ratio = growth(det_m) / max(growth(fwd_m), 1e-9)
     print(f"model {args.model}, batch {args.batch}, {args.size} px, CPU, best of {args.repeats}")
-    print(f"plain forward   {fwd['seconds']:.3f} s   peak RSS {fwd['peak_mib']:.0f} MiB (base {fwd['base_mib']:.0f})")
-    print(f"detect_pans     {det['seconds']:.3f} s   peak RSS {det['peak_mib']:.0f} MiB (base {det['base_mib']:.0f})")
+    print(f"plain forward   {t['forward']:.3f} s   peak RSS growth {growth(fwd_m):.0f} MiB")
+    print(f"detect_pans     {t['detect']:.3f} s   peak RSS growth {growth(det_m):.0f} MiB")
     print(f"time ratio      {time_ratio:.3f}   (goal <= 1.25)")
-    print(f"memory ratio    {mem_ratio:.3f}   (peak growth over base; goal <= 1.2)")
+    print(f"memory ratio    {mem_ratio:.3f}   (peak RSS growth over base, fixed mmap threshold; goal <= 1.2)")
+    if not args.no_profile:
+        fwd_p, det_p = measure("profile", "forward", args), measure("profile", "detect", args)
+        ratio = det_p["live_peak_mib"] / max(fwd_p["live_peak_mib"], 1e-9)
+        print(
+            f"live tensors    forward {fwd_p['live_peak_mib']:.1f} MiB, detect {det_p['live_peak_mib']:.1f} MiB, "
+            f"ratio {ratio:.3f}   (torch.profiler)"
+        )
+    if args.default_malloc:
+        fwd_d, det_d = measure("rss", "forward", args), measure("rss", "detect", args)
+        print(
+            f"default allocator: peak RSS growth forward {growth(fwd_d):.0f} MiB, detect {growth(det_d):.0f} MiB, "
+            f"ratio {growth(det_d) / max(growth(fwd_d), 1e-9):.3f} (allocator-dependent, see the docstring)"
+        )
 
 
 if __name__ == "__main__":

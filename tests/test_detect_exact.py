@@ -53,10 +53,7 @@ def _brute_force(conv: nn.Conv2d, x: torch.Tensor, pads, mode: str, reference: s
     t, b, left, r = pads
     k = conv.weight.shape[-1]
     s, d = conv.stride[0], conv.dilation[0]
-    if mode == "zeros":
-        actual_in = F.pad(x, (left, r, t, b))
-    else:
-        actual_in = F.pad(x, (left, r, t, b), mode=mode)
+    actual_in = F.pad(x, (left, r, t, b)) if mode == "zeros" else F.pad(x, (left, r, t, b), mode=mode)
     if reference == "replicate":
         ref_in = F.pad(x, (left, r, t, b), mode="replicate")
     else:
