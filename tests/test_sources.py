@@ -340,3 +340,16 @@ def test_offline_flag_fails_at_once_without_the_environment_variable(command: st
     else:  # the survey records the miss as a failure and goes on
         failures = list((tmp_path / "out" / "failures").glob("*.parquet"))
         assert failures, text
+
+
+def test_random_init_weights_are_the_same_in_every_load_and_leave_the_callers_rng_alone() -> None:
+    from pipeline.sources import load_model
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = load_model("resnet10t", random_init=True).model.state_dict()
+    after = torch.rand(3)
+    b = load_model("resnet10t", random_init=True).model.state_dict()
+    assert torch.equal(before, after)  # the caller's random stream is untouched
+    assert all(torch.equal(a[k], b[k]) for k in a)

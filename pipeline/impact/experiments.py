@@ -76,7 +76,9 @@ def run_impact(
     labels = resolve_labels(images.label_names, num_classes, names) if images.label_names else None
 
     pans = controls.pan_units(neurons)
+    # No PANs, nothing to match: controls would ablate nothing.
     control_units = [controls.matched_controls(neurons, pans, seed=settings.seed + i) for i in range(settings.controls)]
+    control_units = control_units if pans else []
     layers = set(pans).union(*[set(c) for c in control_units])
     means = channel_means(model, probe, layers, batch_size=bs, device=dev) if layers else {}
 

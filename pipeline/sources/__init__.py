@@ -82,14 +82,24 @@ def fetch(ref: ModelRef | str, *, random_init: bool = False) -> dict[str, Any]:
     return SOURCES.get(ref.source)().fetch(ref)
 
 
+#: Seed of the random state models are built under (random-init weights are reproducible).
+INIT_SEED = 0
+
+
 def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[str, Any] | None = None) -> LoadedModel:
     """Load a ref (or a spec naming exactly one model) on CPU in eval mode.
 
     ``fetched`` is the result of :func:`fetch` for this ref on this machine; without it the
-    weights are fetched (or found in the cache) first.
+    weights are fetched (or found in the cache) first. Construction runs under a fixed seed
+    (:data:`INIT_SEED`, without touching the caller's random state), so ``--random-init`` weights,
+    and anything a ``py:`` factory draws at random, are the same in every run and on every node.
     """
+    import torch
+
     ref = _one(ref, random_init)
-    loaded = SOURCES.get(ref.source)().load(ref, fetched or None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        loaded = SOURCES.get(ref.source)().load(ref, fetched or None)
     loaded.model.eval()
     return loaded
 

@@ -173,5 +173,7 @@ def print_summary(summary: SurveySummary, stream=None) -> None:
         f"folder total for this config: {summary.folder_models} models, {summary.folder_pans} PANs", markup=False
     )
     console.print(f"results: {summary.out}  (neurons/ layers/ models/ failures/ runs/)", markup=False)
+    if summary.impact_id:
+        console.print(f"impact:  {summary.out}/impact*/  (impact settings {summary.impact_id})", markup=False)
     console.print(f"report:  pans report {summary.out} --out {summary.out}/report.html", markup=False)
     console.print(f"query:   pans query {summary.out} @pans_per_model", markup=False)
