@@ -81,12 +81,13 @@ def test_trained_toy_has_pans_and_carries_the_border_further_than_fresh_init():
     conv1 PANs: found in both, the 8 filters of the constant input plane (channels 8-15). Their
     interior scale is only the plane's faint noise (std 0.05) while the zero padding steps the
     plane from 1 to 0, so any filter there has |own_z| near 20 whatever its weights: on this toy
-    conv1's PAN count and max |own_z| do not tell trained from fresh (seeds 0-5: 8 PANs against 8
-    every time; max |own_z| 23-28 trained, 18-28 fresh). What training changes is what the deeper
-    layers make of the border. Measured on seeds 0-5: border-informed neurons (|obs_z| >= tau, not
-    PANs) in conv2 + conv3, trained 12-38 vs fresh 0-6 (seed 1: 13 vs 6); conv2's largest |obs_z|,
-    trained 5.9-15.2 vs fresh 2.0-4.3, ratio 1.67 or more. Asserted: trained border-informed >= 10
-    and more than fresh; trained max conv2 |obs_z| >= 1.4x fresh.
+    conv1's PAN count does not tell trained from fresh (seeds 0-5: 8 PANs against 8 every time).
+    What training changes is what the deeper layers make of the border. Measured on seeds 0-5
+    (one-thread training, as train_border_cnn does): border-informed neurons (|obs_z| >= tau, not
+    PANs) in conv2 + conv3, trained 8-38 vs fresh 0-6, trained ahead by 2 or more on every seed
+    (seed 1: 8 vs 6); conv2's largest |obs_z|, trained 6.6-23.3 vs fresh 2.0-4.3, ratio 1.61-5.42
+    (seed 1: 2.17). Asserted: trained border-informed >= 8 and >= fresh + 2; trained max conv2
+    |obs_z| >= 1.4x fresh.
     """
     seed = DEFAULT_SEED
     probe, _ = border_task(64, seed=7)
@@ -103,5 +104,5 @@ def test_trained_toy_has_pans_and_carries_the_border_further_than_fresh_init():
     def max_obs(layers: dict[str, list[dict]]) -> float:
         return max(r["max_abs_obs_z"] for r in layers["conv2"] if not r["dead"])
 
-    assert informed(trained) >= 10 and informed(trained) > informed(fresh), (informed(trained), informed(fresh))
+    assert informed(trained) >= 8 and informed(trained) >= informed(fresh) + 2, (informed(trained), informed(fresh))
     assert max_obs(trained) >= 1.4 * max_obs(fresh), (max_obs(trained), max_obs(fresh))

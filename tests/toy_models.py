@@ -100,19 +100,29 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
 
 
 def train_border_cnn(seed: int = DEFAULT_SEED, steps: int = 300, batch_size: int = 64) -> BorderCNN:
-    """Train a :class:`BorderCNN` on :func:`border_task`; returns it in eval mode."""
-    torch.manual_seed(seed)
-    model = BorderCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    images, labels = border_task(batch_size * 16, seed=seed + 1000)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(images), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    """Train a :class:`BorderCNN` on :func:`border_task`; returns it in eval mode.
+
+    Trains on one thread: the model is tiny, so more threads only add overhead, and on a busy
+    machine two threads fighting for the cores made training 10-50x slower. One thread also makes
+    the trained weights independent of the machine's core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        model = BorderCNN()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        images, labels = border_task(batch_size * 16, seed=seed + 1000)
+        g = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(steps):
+            idx = torch.randint(0, len(images), (batch_size,), generator=g)
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 
