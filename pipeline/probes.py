@@ -143,16 +143,28 @@ def folder_images(path: Path) -> list[Path]:
     return files
 
 
+def check_probe(spec: str) -> list[Path] | None:
+    """Fail now on a probe that cannot work: an unknown name, a missing folder, one with no images.
+
+    Returns the image files of a folder probe (None for a named probe). A survey calls this on
+    the driver, before any model is fetched: a mistyped path is one error, not 500 failure rows.
+    """
+    if spec in PROBES:
+        return None
+    path = Path(spec).expanduser()
+    if not path.exists() and ("/" not in spec and "." not in spec):
+        raise ProbeError(f"unknown probe {spec!r}: use {', '.join(PROBES.names())} or a folder of images")
+    return folder_images(path)
+
+
 def make_probe(spec: str, num_images: int, preprocess: Preprocess, seed: int = 0) -> torch.Tensor:
     """A normalised probe batch (N, C, H, W) for ``spec``: a registered probe name or a folder."""
     if num_images < 1:
         raise ProbeError(f"number of probe images must be at least 1, got {num_images}")
-    if spec in PROBES:
+    files = check_probe(spec)
+    if files is None:
         return PROBES.get(spec)(num_images, preprocess, seed)
-    path = Path(spec).expanduser()
-    if not path.exists() and ("/" not in spec and "." not in spec):
-        raise ProbeError(f"unknown probe {spec!r}: use {', '.join(PROBES.names())} or a folder of images")
-    return _views(folder_images(path), num_images, preprocess, seed)
+    return _views(files, num_images, preprocess, seed)
 
 
 def probe_label(spec: str) -> str:

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 #: Bump when a change to the detector can change any stored number.
-DETECTOR_VERSION = "1.0"
+DETECTOR_VERSION = "1.1"  # 1.1: layers with fewer than 4 interior positions are skipped
 
 _LIBRARIES = ("pan-survey", "torch", "torchvision", "timm", "huggingface-hub", "ray", "pyarrow", "duckdb", "numpy")
 

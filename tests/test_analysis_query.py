@@ -65,6 +65,17 @@ def test_query_writes_csv_and_json_files(folder, tmp_path, capsys):
     assert json.loads(out_json.read_text())[0]["models"] == 4
 
 
+def test_query_output_format_follows_the_file_extension(folder, tmp_path):
+    sql = "SELECT model_id, pans FROM models ORDER BY 1"
+    assert main(["query", str(folder), sql, "-o", str(tmp_path / "m.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert len(rows) == 4 and set(rows[0]) == {"model_id", "pans"}
+    assert main(["query", str(folder), sql, "-o", str(tmp_path / "m.json")]) == 0
+    assert len(json.loads((tmp_path / "m.json").read_text())) == 4
+    assert main(["query", str(folder), sql, "-o", str(tmp_path / "m.txt")]) == 0
+    assert "(4 rows)" in (tmp_path / "m.txt").read_text()  # no extension we know: the table
+
+
 @pytest.mark.parametrize(
     ("sql", "why"),
     [

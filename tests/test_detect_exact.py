@@ -116,16 +116,18 @@ def test_replicate_padding_has_no_own_response():
 def test_unpadded_and_tiny_layers_are_counted_not_measured():
     model = nn.Sequential(
         nn.Conv2d(3, 4, 1),  # no padding: out of scope, counted
-        nn.Conv2d(4, 5, 3, padding=1),  # measured
-        nn.Conv2d(5, 6, 3, stride=2, padding=1),  # 3x3 -> 2x2: every position reads padding
+        nn.Conv2d(4, 5, 3, padding=1),  # 5x5, interior 3x3: measured
+        nn.Conv2d(5, 6, 3, stride=2, padding=1),  # 5x5 -> 3x3, interior 1 position: too few
+        nn.Conv2d(6, 7, 3, stride=2, padding=1),  # 3x3 -> 2x2: every position reads padding
     )
-    result = detect_pans(model, torch.rand(2, 3, 3, 3), tau=3.0)
+    result = detect_pans(model, torch.rand(2, 3, 5, 5), tau=3.0)
     layers = {row["layer"]: row for row in result.layers.to_pylist()}
     assert layers["0"]["in_scope"] is False and layers["0"]["skipped"] == "reads no padding"
     assert layers["1"]["in_scope"] is True and layers["1"]["skipped"] is None
-    assert layers["2"]["in_scope"] is True and layers["2"]["skipped"].startswith("no interior")
+    assert layers["2"]["in_scope"] is True and layers["2"]["skipped"].startswith("interior too small: 1 of")
+    assert layers["3"]["in_scope"] is True and layers["3"]["skipped"].startswith("no interior")
     s = result.summary
-    assert (s["conv_neurons"], s["padded_neurons"], s["skipped_neurons"]) == (15, 5, 6)
+    assert (s["conv_neurons"], s["padded_neurons"], s["skipped_neurons"]) == (22, 5, 13)
     assert result.neurons.num_rows == 5
 
 

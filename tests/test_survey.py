@@ -186,3 +186,28 @@ def test_an_unreachable_cluster_is_a_one_line_error_in_seconds(tmp_path: Path) -
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("pans survey: error: cannot reach Ray at 127.0.0.1:9")
     assert time.monotonic() - t0 < 60  # Ray alone would keep retrying for minutes
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--probe", "MISSING"], "does not exist"),
+        (["--probe", "EMPTY"], "holds no images"),
+        (["--probe", "bogus"], "unknown probe"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_a_setting_wrong_for_every_model_stops_the_survey_before_it_starts(
+    option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One error on the driver, exit 2, and no results folder: not a failure row per model."""
+    from pipeline.cli import main
+
+    (tmp_path / "empty").mkdir()
+    option = [str(tmp_path / "missing") if o == "MISSING" else str(tmp_path / "empty") if o == "EMPTY" else o
+              for o in option]
+    out = tmp_path / "r"
+    assert main(["survey", "resnet10t", "test_resnet", "--random-init", "--out", str(out), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pans survey: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

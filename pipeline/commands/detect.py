@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
         raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans detect` takes one (use `pans survey`)")
     ref = refs[0]
     store = ResultStore(args.out)
-    store.ensure()
     run_id = new_run_id()
     tables = run_model(ref, settings, run_id=run_id)
+    store.ensure()  # only now: a model that fails to load leaves no empty results folder behind
     key = file_key(ref.model_id, settings.config_id)
     store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], settings.to_dict()))
     store.write_model(tables, key)
@@ -42,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
     share = f"{100 * pans / padded:.1f}%" if padded else "n/a"
     label = "" if model["pretrained"] else "  [random init: untrained weights]"
     print(f"{ref.model_id}{label}")
-    print(
-        f"  conv neurons {model['conv_neurons']}, reading padding {padded}, PANs {pans} ({share} at tau {settings.tau})"
-    )
+    print(f"  conv neurons {model['conv_neurons']}, measured {padded}, PANs {pans} ({share} at tau {settings.tau})")
+    if model["skipped_neurons"]:
+        h, w = model["image_h"], model["image_w"]
+        print(
+            f"  skipped {model['skipped_neurons']} neurons: their layers' outputs at a {h}x{w} px input have fewer"
+            " than 4 positions clear of the padding (see layers.skipped); a larger --image-size measures them"
+        )
     layers = tables["layers"]
     if pans:
         order = pc.sort_indices(layers, sort_keys=[("pans", "descending"), ("layer_index", "ascending")])

@@ -18,7 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for a named query (e.g. @pans_per_model); see --list",
     )
     parser.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format (default table)"
+        "--format",
+        choices=("table", "csv", "json"),
+        default=None,
+        help="output format (default: from the --output file's extension, .csv or .json; else table)",
     )
     parser.add_argument("--output", "-o", help="write the result to this file instead of printing it")
     parser.add_argument(
@@ -79,13 +82,20 @@ def run(args: argparse.Namespace) -> int:
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         raise PanSurveyError(f"query failed: {first}") from None
+    fmt = args.format or _format_of(args.output)
     if args.output:
-        text = render(table, args.format)
+        text = render(table, fmt)
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise PanSurveyError(f"cannot write {args.output}: {exc.strerror}") from None
         print(f"{table.num_rows} rows written to {args.output}")
         return 0
-    print(render(table, args.format, max_rows=args.max_rows or None), end="")
+    print(render(table, fmt, max_rows=args.max_rows or None), end="")
     return 0
+
+
+def _format_of(output: str | None) -> str:
+    """``results.csv`` -> csv, ``results.json`` -> json; a table otherwise (what a terminal shows)."""
+    suffix = Path(output).suffix.lower() if output else ""
+    return {".csv": "csv", ".json": "json"}.get(suffix, "table")

@@ -23,6 +23,10 @@ from pipeline.detect.tracer import ConvCall
 from pipeline.schema import SIDES
 
 CONSTANT_MODES = {"constant", "zeros"}
+#: Fewest interior output positions a layer needs to be measured. Below this the neuron's spread
+#: (the scale of every z-score) rests on a handful of values per image, and such layers (the last
+#: stage of a network probed at a small image size) dominated PAN counts with unstable z-scores.
+MIN_INTERIOR_POSITIONS = 4
 #: Reference paddings for own_z: ``replicate`` (nearest input pixel) or ``mean`` (channel mean).
 REFERENCES = ("replicate", "mean")
 
@@ -68,9 +72,16 @@ class LayerInfo:
     def skip_reason(self) -> str | None:
         if not self.in_scope:
             return "reads no padding"
+        h, w = self.geometry.out_shape
         if not self.geometry.has_interior:
-            h, w = self.geometry.out_shape
             return f"no interior: every position of the {h}x{w} output reads padding"
+        ri, ci = self.geometry.interior_slice()
+        positions = (ri.stop - ri.start) * (ci.stop - ci.start)
+        if positions < MIN_INTERIOR_POSITIONS:
+            return (
+                f"interior too small: {positions} of the {h}x{w} output's positions read no padding "
+                f"(at least {MIN_INTERIOR_POSITIONS} needed to estimate a neuron's spread)"
+            )
         return None
 
     @classmethod

@@ -453,6 +453,7 @@ def run_survey(
     share = options.gpus_per_model
     if share is not None and (share < 0 or (share > 1 and share % 1)):
         raise PanSurveyError(f"--gpus-per-model {share:g}: use a fraction of one GPU (0-1) or a whole number of GPUs")
+    _check_settings(settings, options)
     if impact is not None:
         impact = prepared_impact(impact)
     started = time.monotonic()
@@ -515,6 +516,30 @@ def run_survey(
     summary.folder_models, summary.folder_pans = _folder_totals(store, cfg)
     summary.impact_id = impact.impact_id if impact is not None else None
     return summary
+
+
+def _check_settings(settings: DetectSettings, options: SurveyOptions) -> None:
+    """What is wrong for every model is one error here, on the driver, not a failure row per model.
+
+    The probe (a folder must be readable at the same path on every node, as on a shared volume)
+    and the device: fully on the embedded runtime (this machine is the cluster), by syntax only
+    when joining a cluster (its nodes may have GPUs this driver lacks).
+    """
+    import os
+
+    import torch
+
+    from pipeline.detect.core import resolve_device
+    from pipeline.probes import check_probe
+
+    check_probe(settings.probe)
+    if options.address is None and not os.environ.get("RAY_ADDRESS"):
+        resolve_device(settings.device)
+    elif settings.device != "auto":
+        try:
+            torch.device(settings.device)
+        except RuntimeError as exc:
+            raise PanSurveyError(f"unknown device {settings.device!r} (use auto, cpu, cuda or cuda:N)") from exc
 
 
 def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
