@@ -164,6 +164,21 @@ class ResultStore:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
+def run_config(settings: Any, **parts: Any) -> dict[str, Any]:
+    """A run's ``config_json``, one shape for every command: the detection settings as given
+    (``settings``) and as they determine the numbers (``result_settings``, with the detector
+    version), the command line, and the command's own parts (``survey`` options, ``impact``, ...).
+    """
+    import sys
+
+    return {
+        "settings": settings.to_dict(),
+        "result_settings": settings.result_settings(),
+        "argv": list(sys.argv),
+        **parts,
+    }
+
+
 def run_record(run_id: str, cfg_id: str, command: str, specs: list[str], config: dict[str, Any]) -> pa.Table:
     """The ``runs`` row: every setting a run used, so each number traces back to its settings."""
     import datetime as dt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -45,7 +46,10 @@ def test_detect_py_factory_writes_tables(tmp_path, factory_file, capsys):
     n = con.execute(f"select count(*) from '{out}/neurons/*.parquet'").fetchall()[0][0]
     assert n == 12
     runs = con.execute(f"select command, config_json from '{out}/runs/*.parquet'").fetchall()
-    assert runs[0][0] == "detect" and '"probe": "noise"' in runs[0][1]
+    assert runs[0][0] == "detect"
+    config = json.loads(runs[0][1])  # the same shape as a survey's: settings as given and as they count
+    assert config["settings"]["probe"] == "noise" and config["result_settings"]["detector_version"]
+    assert config["random_init"] is False and config["argv"]
 
 
 def test_detect_timm_random_init_is_labelled_untrained(tmp_path, capsys):

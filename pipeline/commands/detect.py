@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.runner import run_model
     from pipeline.sources import resolve_spec
-    from pipeline.store import ResultStore, file_key, new_run_id, run_record
+    from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 
     settings = settings_from_args(args)
     refs = resolve_spec(args.spec, random_init=args.random_init)
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     tables = run_model(ref, settings, run_id=run_id)
     store.ensure()  # only now: a model that fails to load leaves no empty results folder behind
     key = file_key(ref.model_id, settings.config_id)
-    store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], settings.to_dict()))
+    config = run_config(settings, random_init=args.random_init)
+    store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], config))
     store.write_model(tables, key)
 
     model = tables["models"].to_pylist()[0]

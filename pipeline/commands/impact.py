@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("impact", help="ablate a model's PANs, swap its padding, and measure what changes in its predictions")
 def run(args: argparse.Namespace) -> int:
     import time
+    from dataclasses import asdict
 
     import pyarrow.parquet as pq
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.impact.settings import impact_key, run_config_id
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model, resolve_spec
-    from pipeline.store import ResultStore, file_key, new_run_id, run_record
+    from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 
     detect = settings_from_args(args)
     settings = impact_settings_from_args(args)
@@ -111,8 +112,14 @@ def run(args: argparse.Namespace) -> int:
         store.write_model(tables, key)
         neurons = tables["neurons"]
         reused = False
-    config = {**detect.to_dict(), "impact": settings.result_settings(), "detect_config_id": detect.config_id,
-              "impact_id": settings.impact_id}
+    config = run_config(
+        detect,
+        random_init=args.random_init,
+        impact=settings.result_settings(),
+        impact_settings=asdict(settings),
+        detect_config_id=detect.config_id,
+        impact_id=settings.impact_id,
+    )
     store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
     tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
     out_key = impact_key(loaded.model_id, detect.config_id, settings.impact_id)

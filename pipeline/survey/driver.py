@@ -16,7 +16,6 @@ tables are written as usual.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from pipeline.errors import PanSurveyError
 from pipeline.impact.settings import ImpactSettings, impact_key
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
-from pipeline.store import ResultStore, file_key, new_run_id, run_record
+from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.progress import Counts, Progress, make_progress
 
 #: How often the driver wakes up when nothing finishes (to check timeouts, refresh the bar).
@@ -462,12 +461,7 @@ def run_survey(
     recover(store.root)  # finish a compaction that was interrupted, before reading the done-index
     run_id = new_run_id()
     cfg = settings.config_id
-    config = {
-        "settings": settings.to_dict(),
-        "result_settings": settings.result_settings(),
-        "survey": asdict(options),
-        "argv": sys.argv,
-    }
+    config = run_config(settings, survey=asdict(options))
     run_cfg = cfg
     if impact is not None:
         from pipeline.impact.settings import run_config_id
