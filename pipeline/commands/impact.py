@@ -10,27 +10,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import command
-from pipeline.commands.common import add_detect_options, positive_int, settings_from_args
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+from pipeline.commands.common import add_detect_options, count, fraction, positive_int, settings_from_args
 
 
 def add_impact_options(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +24,15 @@ def add_impact_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", default=None, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
     g.add_argument("--max-images", type=positive_int, default=d.max_images,
                    help=f"images compared (default {d.max_images}; folders: a seeded sample)")
-    g.add_argument("--controls", type=_count, default=d.controls,
+    g.add_argument("--controls", type=count, default=d.controls,
                    help=f"seeds of matched random-neuron controls (default {d.controls})")
     g.add_argument("--padding-modes", default=",".join(d.padding_modes),
                    help="comma list of counterfactual paddings (default reflect,replicate,circular; '' for none)")
-    g.add_argument("--border-patches", type=_count, default=d.border_patches,
+    g.add_argument("--border-patches", type=count, default=d.border_patches,
                    help=f"patches for the border-distance curve (default {d.border_patches}; 0 skips it)")
     g.add_argument("--border-grid", type=positive_int, default=d.border_grid,
                    help=f"patch positions per axis (default {d.border_grid})")
-    g.add_argument("--patch-frac", type=_fraction, default=d.patch_frac,
+    g.add_argument("--patch-frac", type=fraction, default=d.patch_frac,
                    help=f"patch side as a share of the image side (default {d.patch_frac})")
 
 
