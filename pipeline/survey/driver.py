@@ -307,39 +307,26 @@ class Survey:
             self._fail(job, "write", type(exc).__name__, _first_line(exc), node=out.node_id)
             return
         row = out.tables["models"].to_pylist()[0]
+        done = {
+            "attempts": job.attempt,
+            "fetch_node": job.fetch_node,
+            "detect_node": out.node_id,
+            "device": out.device,
+            "fetch_seconds": job.fetch_seconds,
+            "task_seconds": out.seconds,
+            "pans": int(row.get("pans") or 0),
+            "padded_neurons": int(row.get("padded_neurons") or 0),
+        }
         if job.impact_key is not None and not self._write_impact(job, out):
-            rec = ModelRecord(
-                job.ref.model_id,
-                job.impact_key,
-                "failed",
-                "impact",
-                out.impact_error.error_type if out.impact_error else "Error",
-                out.impact_error.message if out.impact_error else "no impact tables",
-                job.attempt,
-                job.fetch_node,
-                out.node_id,
-                device=out.device,
-                fetch_seconds=job.fetch_seconds,
-                task_seconds=out.seconds,
-                pans=int(row.get("pans") or 0),
-                padded_neurons=int(row.get("padded_neurons") or 0),
-            )
-            self._finish(rec)
+            error = out.impact_error
+            why = {
+                "stage": "impact",
+                "error_type": error.error_type if error else "Error",
+                "message": error.message if error else "no impact tables",
+            }
+            self._finish(ModelRecord(job.ref.model_id, job.impact_key, "failed", **why, **done))
             return
-        rec = ModelRecord(
-            job.ref.model_id,
-            job.key,
-            "done",
-            attempts=job.attempt,
-            fetch_node=job.fetch_node,
-            detect_node=out.node_id,
-            device=out.device,
-            fetch_seconds=job.fetch_seconds,
-            task_seconds=out.seconds,
-            pans=int(row.get("pans") or 0),
-            padded_neurons=int(row.get("padded_neurons") or 0),
-        )
-        self._finish(rec)
+        self._finish(ModelRecord(job.ref.model_id, job.key, "done", **done))
 
     def _write_impact(self, job: _Job, out: Any) -> bool:
         """Write a model's impact tables (``impact`` last), or its impact failure; True when written."""
