@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one "
                              "(use `pans survey --impact`)")
     store = ResultStore(args.out)
-    store.ensure()
     run_id = new_run_id()
     started = time.perf_counter()
     loaded = load_model(refs[0])
     images = load_image_set(settings.images, loaded.preprocess.with_image_size(detect.image_size),
                             labels=settings.labels, max_images=settings.max_images, seed=settings.seed)
     check_labels(loaded, images)  # fail on bad labels before the slow part
+    store.ensure()  # only now: bad input leaves no empty results folder behind
     key = file_key(loaded.model_id, detect.config_id)
     if store.path("neurons", key).is_file() and store.is_done(key):
         neurons = pq.read_table(store.path("neurons", key))

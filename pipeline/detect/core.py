@@ -27,17 +27,28 @@ class DetectionResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def check_device(device: str) -> None:
+    """Fail on a device spec that is not auto, cpu, cuda or cuda:N, whatever this machine has.
+
+    What a driver can check for a cluster whose nodes may have GPUs the driver lacks.
+    """
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise PanSurveyError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PanSurveyError(f"--device {device}: CUDA is not available on this machine (use auto or cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise PanSurveyError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
+    return torch.device(device)
 
 
 class _Recorder:

@@ -41,11 +41,18 @@ class ImpactSettings:
         if self.border_grid < 2:
             raise ImpactError(f"border grid must be at least 2, got {self.border_grid}")
 
+    def with_absolute_paths(self) -> ImpactSettings:
+        """The same settings with the image folder and labels file as absolute paths
+        (what is recorded, and what workers on other nodes or in other directories must read)."""
+        changes = {
+            name: str(Path(value).expanduser().resolve())
+            for name in ("images", "labels")
+            if (value := getattr(self, name)) and value != "photos"
+        }
+        return replace(self, **changes)
+
     def result_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
-        for key in ("images", "labels"):
-            if out[key] and out[key] != "photos":
-                out[key] = str(Path(out[key]).expanduser().resolve())
+        out = {k: v for k, v in asdict(self.with_absolute_paths()).items() if k not in _SPEED_ONLY}
         out["padding_modes"] = list(self.padding_modes)
         out["impact_version"] = IMPACT_VERSION
         return out

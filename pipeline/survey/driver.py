@@ -508,19 +508,14 @@ def _check_settings(settings: DetectSettings, options: SurveyOptions) -> None:
     """
     import os
 
-    import torch
-
-    from pipeline.detect.core import resolve_device
+    from pipeline.detect.core import check_device, resolve_device
     from pipeline.probes import check_probe
 
     check_probe(settings.probe)
     if options.address is None and not os.environ.get("RAY_ADDRESS"):
         resolve_device(settings.device)
-    elif settings.device != "auto":
-        try:
-            torch.device(settings.device)
-        except RuntimeError as exc:
-            raise PanSurveyError(f"unknown device {settings.device!r} (use auto, cpu, cuda or cuda:N)") from exc
+    else:
+        check_device(settings.device)
 
 
 def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
@@ -533,12 +528,7 @@ def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
     from pipeline.impact.images import load_image_set
     from pipeline.sources.base import Preprocess
 
-    changes = {}
-    for name in ("images", "labels"):
-        value = getattr(impact, name)
-        if value and value != "photos":
-            changes[name] = str(Path(value).expanduser().resolve())
-    impact = replace(impact, **changes)
+    impact = impact.with_absolute_paths()
     load_image_set(impact.images, Preprocess(input_size=(3, 32, 32)), labels=impact.labels,
                    max_images=impact.max_images, seed=impact.seed)
     return impact
