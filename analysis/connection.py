@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from analysis import named
 from analysis.families import family
-from pipeline.errors import PanSurveyError
+from pipeline.errors import PanSurveyError, one_line
 from pipeline.schema import TABLES
 
 REMOTE_SCHEMES: tuple[str, ...] = (
@@ -109,7 +109,7 @@ def _load_remote_support(con, root: str) -> None:
             con.execute("INSTALL httpfs")
             con.execute("LOAD httpfs")
         except Exception:
-            first = str(exc).splitlines()[0]
+            first = one_line(exc, 2000, first_line_only=True)
             raise PanSurveyError(
                 f"reading {root} needs DuckDB's httpfs extension, which could not be loaded ({first}); "
                 "install it with: python -c \"import duckdb; duckdb.connect().install_extension('httpfs')\""
@@ -146,7 +146,7 @@ def _table_view_sql(con, folder: Folder, table: str) -> tuple[str, list[str]]:
         source = f"read_parquet({_quote_str(pattern)}{union}, can_have_nan = true)"
         present = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     except Exception as exc:  # duckdb.Error subclasses: unreadable or corrupt files
-        first = str(exc).splitlines()[0]
+        first = one_line(exc, 2000, first_line_only=True)
         raise PanSurveyError(f"cannot read the {table} table of {folder.root}: {first}") from None
     have = set(present)
     cols = [

@@ -8,7 +8,7 @@ it would pass the second lock, so statements are checked by kind before anything
 
 from __future__ import annotations
 
-from pipeline.errors import PanSurveyError
+from pipeline.errors import PanSurveyError, one_line
 
 #: Statement kinds that only read (DuckDB's parser reports DESCRIBE, SHOW, SUMMARIZE, FROM-first
 #: queries and VALUES as SELECT).
@@ -40,8 +40,7 @@ def statement_kinds(con, sql: str) -> list[str]:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PanSurveyError(f"SQL does not parse: {first}") from None
+        raise PanSurveyError(f"SQL does not parse: {one_line(exc, 2000, first_line_only=True)}") from None
     return [statement.type.name for statement in statements]
 
 

@@ -59,6 +59,11 @@ def _sql_text(name: str) -> str:
     return resources.files("analysis").joinpath("sql", name).read_text(encoding="utf-8")
 
 
+def _shared_sql() -> str:
+    """The statements of stats.sql before its first named query (macros its queries share)."""
+    return _sql_text("stats.sql").split("\n-- name:", 1)[0]
+
+
 @cache
 def named_queries() -> tuple[NamedQuery, ...]:
     """The named queries of analysis/sql/stats.sql, in file order."""
@@ -107,6 +112,7 @@ def install(con, *, tau: float | None = None, materialize: bool = False) -> None
     kind = "TABLE" if materialize else "VIEW"
     con.execute(f"CREATE {kind} neuron_groups AS {_NEURON_GROUPS}")
     con.execute(f"CREATE {kind} layer_groups AS {_LAYER_GROUPS}")
+    con.execute(_shared_sql())
     _create_in_dependency_order(con, {q.name: q.sql for q in named_queries()})
     rows = ", ".join(f"('{q.name}', '{q.about.replace(chr(39), chr(39) * 2)}')" for q in named_queries())
     con.execute(f"CREATE VIEW named_queries AS SELECT * FROM (VALUES {rows}) t(name, about)")

@@ -36,3 +36,15 @@ class TransientFetchError(FetchError):
 
 class CorruptWeightsError(FetchError):
     """A weight file does not match the hash the hub published for it, even after fetching it again."""
+
+
+def one_line(exc: BaseException, limit: int = 300, *, first_line_only: bool = False) -> str:
+    """The text of ``exc`` on one line, at most ``limit`` characters; its type name when it has none.
+
+    By default every line is kept, whitespace collapsed (a load error's list of missing keys stays
+    readable); ``first_line_only`` keeps the first line (DuckDB's and Ray's messages put the
+    statement or a traceback after it).
+    """
+    text = str(exc).strip()
+    text = (text.splitlines()[0] if text else "") if first_line_only else " ".join(text.split())
+    return (text or type(exc).__name__)[:limit]

@@ -1,7 +1,8 @@
 """A tiny name -> object registry, in the spirit of timm's ``register_model``.
 
-Sources, probes and CLI commands each keep one registry, so adding a component is one
-decorated definition and nothing else.
+Sources, probes, impact experiments and CLI commands each keep one registry, so adding a
+component is one decorated definition plus the import line that loads its module (each registry's
+module lists those imports in one place).
 """
 
 from __future__ import annotations
@@ -43,3 +44,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def values(self) -> list[T]:
+        """The registered objects in registration order."""
+        return list(self._items.values())

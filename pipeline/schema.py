@@ -221,9 +221,11 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
-def empty_table(name: str) -> pa.Table:
-    """An empty table with the schema of ``name``."""
-    return TABLES[name].empty_table()
+def register_table(name: str, schema: pa.Schema) -> None:
+    """Add a table that an extension writes (an impact experiment's own table) to :data:`TABLES`."""
+    if name in TABLES and not TABLES[name].equals(schema):
+        raise ValueError(f"table {name!r} is already defined with another schema")
+    TABLES[name] = schema
 
 
 def table_from_rows(name: str, rows: list[dict]) -> pa.Table:

@@ -11,7 +11,7 @@ from timm.layers import Conv2dSame
 from pipeline.detect import detect_pans
 from pipeline.impact.ablation import ablated_logits, channel_means, forward_batches
 from pipeline.impact.errors import ImpactError
-from pipeline.impact.padding import padding_logits
+from pipeline.impact.padding_swap import padding_logits
 
 CPU = torch.device("cpu")
 

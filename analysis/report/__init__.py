@@ -1,7 +1,7 @@
 """``pans report``: one self-contained HTML page of plots and tables over a results folder.
 
-Sections are functions listed in ``analysis.report.sections.SECTIONS``; the impact section is a
-hook in ``analysis/report/impact.py`` for the impact experiments to fill in.
+Sections are functions listed in ``analysis.report.sections.SECTIONS``; the impact section
+(``analysis/report/impact.py``) adds the panel of every registered impact experiment.
 """
 
 from __future__ import annotations

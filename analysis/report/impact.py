@@ -9,14 +9,15 @@ shows (``ctx.config``) when it has any.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from analysis.report.core import ReportContext, Section, empty, figure_html, table_html
+from pipeline.impact.registry import experiments
 
-MAX_PLOTTED = 40  # models in the controls plot and the class-shift table
-MAX_BORDER_PANELS = 8  # border-distance panels
+MAX_PLOTTED = 40  # models in the per-model plots and the class-shift table
 
 
 def impact_section(ctx: ReportContext) -> Section | None:
@@ -47,6 +48,39 @@ def _q(text: str) -> str:
     return text.replace("'", "''")
 
 
+@dataclass
+class ImpactView:
+    """What an experiment's report panel reads: rows of one configuration and the models to show.
+
+    ``ranked`` are the summary rows of the models shown (largest PAN-vs-controls KL z first; the
+    summary's columns, e.g. ``pan_kl``), ``shown`` their ``(model_id, impact_id)`` keys.
+    """
+
+    con: Any
+    config_id: str | None
+    summary: list[dict[str, Any]]
+    ranked: list[dict[str, Any]]
+    shown: list[tuple[str, str]]
+
+    def rows(self, table: str, sql: str) -> list[dict[str, Any]]:
+        """``sql`` with ``{t}`` standing for ``table`` (this configuration's rows); [] when there is no such table."""
+        return _rows(self.con, table, sql, self.config_id)
+
+    @staticmethod
+    def key(row: dict[str, Any]) -> tuple[str, str]:
+        return row["model_id"], row["impact_id"]
+
+    def label(self, key: tuple[str, str], width: int) -> str:
+        """A model's short name for an axis (with its impact settings when the folder has several)."""
+        many = len({r["impact_id"] for r in self.summary}) > 1
+        return key[0].split(":")[-1][-width:] + (f" [{(key[1] or '')[:6]}]" if many else "")
+
+    @staticmethod
+    def figure(title: str, fig: Any) -> str:
+        """A titled figure (HTML)."""
+        return f"<h3>{title}</h3>" + figure_html(fig, alt=title)
+
+
 def _rows(con: Any, table: str, sql: str, config_id: str | None = None) -> list[dict[str, Any]]:
     source = table
     if config_id:
@@ -68,7 +102,6 @@ def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     summary = _rows(con, "impact", """
         SELECT model_id, impact_id,
@@ -95,54 +128,17 @@ def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
     cols = [c for c in summary[0] if any(r[c] is not None for r in summary)]
     parts.append(table_html(pa.Table.from_pylist([{c: r[c] for c in cols} for r in summary])))
 
-    def key(r: dict[str, Any]) -> tuple[str, str]:
-        return r["model_id"], r["impact_id"]
-
-    def label(k: tuple[str, str], width: int) -> str:
-        many = len({r["impact_id"] for r in summary}) > 1
-        return k[0].split(":")[-1][-width:] + (f" [{(k[1] or '')[:6]}]" if many else "")
-
+    key = ImpactView.key
     # Plots show at most MAX_PLOTTED models: those whose PANs matter most against their controls.
     ranked = sorted(summary, key=lambda r: -(r["kl_z"] if r["kl_z"] is not None else -math.inf))[:MAX_PLOTTED]
     shown = [key(r) for r in ranked]
     if len(summary) > MAX_PLOTTED:
         parts.append(f"<p>Plots show the {MAX_PLOTTED} of {len(summary)} models with the largest KL z.</p>")
 
-    controls = _rows(con, "impact", "SELECT model_id, impact_id, value FROM {t} "
-                                    "WHERE condition='random_control' AND metric='kl'", config_id)
-    if controls:
-        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(shown)), 3))
-        for i, (k, row) in enumerate(zip(shown, ranked, strict=True)):
-            vals = [r["value"] for r in controls if key(r) == k]
-            ax.scatter([i] * len(vals), vals, color="grey", s=14, label="random controls" if i == 0 else None)
-            if row["pan_kl"] is not None:
-                ax.scatter([i], [row["pan_kl"]], color="crimson", marker="D", s=30,
-                           label="PAN ablation" if i == 0 else None)
-        ax.set_xticks(range(len(shown)), [label(k, 24) for k in shown], rotation=30, ha="right")
-        ax.set_ylabel("mean KL to intact (nats)")
-        ax.set_yscale("symlog", linthresh=1e-4)
-        ax.set_ylim(bottom=0)  # KL is never negative
-        ax.legend(fontsize=8)
-        title = "PAN ablation against matched controls"
-        parts.append(f"<h3>{title}</h3>" + figure_html(fig, alt=title))
-
-    border = [r for r in _rows(con, "impact_border", "SELECT model_id, impact_id, condition, distance_px, confidence "
-                                                     "FROM {t} ORDER BY model_id, condition, distance_px", config_id)
-              if key(r) in shown[:MAX_BORDER_PANELS]]
-    if border:
-        panels = [k for k in shown[:MAX_BORDER_PANELS] if any(key(r) == k for r in border)]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), squeeze=False)
-        for ax, k in zip(axes[0], panels, strict=True):
-            mine = [r for r in border if key(r) == k]
-            for cond in sorted({r["condition"] for r in mine}):
-                pts = [r for r in mine if r["condition"] == cond]
-                ax.plot([p["distance_px"] for p in pts], [p["confidence"] for p in pts], marker="o", ms=3, label=cond)
-            ax.set_title(label(k, 30), fontsize=8)
-            ax.set_xlabel("distance to nearest border (px)")
-            ax.set_ylabel("confidence in patch class")
-            ax.legend(fontsize=7)
-        title = "Confidence against distance to the border"
-        parts.append(f"<h3>{title}</h3>" + figure_html(fig, alt=title))
+    view = ImpactView(con, config_id, summary, ranked, shown)
+    for experiment in experiments():  # each registered experiment's own panel (pipeline/impact/registry.py)
+        if experiment.report is not None:
+            parts += experiment.report(view)
 
     shifts = [r for r in _rows(con, "impact_classes", """
         SELECT model_id, impact_id, condition, class_index, class_name, count_delta, prob_delta FROM (

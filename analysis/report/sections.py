@@ -473,6 +473,6 @@ SECTIONS: list[SectionFn] = [
     kernels_section,
     border_section,
     numbers_section,
-    impact_section,  # HOOK: analysis/report/impact.py (impact experiments add their plots there)
+    impact_section,  # analysis/report/impact.py: each registered impact experiment adds its panel
     failures_section,
 ]

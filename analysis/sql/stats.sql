@@ -5,6 +5,19 @@
 -- under --tau, the re-classified one. Percentages are 0-100. Every table keeps config_id, so a
 -- folder holding several detection configurations never mixes them.
 
+-- Shared by the pans_by_<layer attribute> queries: PAN counts per configuration and value of `key`
+-- (and of `detail`, when given), over the layers' neuron groups. Statements up here run before the
+-- named queries are created; only the blocks below become views.
+CREATE OR REPLACE MACRO pans_by_layer(key, detail := NULL) AS TABLE
+SELECT config_id, key AS value, detail AS detail_value,
+       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
+       sum(n)::BIGINT AS neurons,
+       count_where(is_pan, n) AS pans,
+       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
+       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
+FROM layer_groups
+GROUP BY config_id, value, detail_value;
+
 -- name: overview
 -- about: One line per configuration: models, families, neurons, PANs, dead and border-informed neurons, failures.
 WITH per AS (SELECT * FROM pans_per_model),
@@ -78,68 +91,32 @@ ORDER BY config_id, depth;
 
 -- name: pans_by_kernel
 -- about: PANs by kernel size (kernel_h x kernel_w) of the layer.
-SELECT config_id,
-       coalesce(kernel_h || 'x' || kernel_w, '(unknown)') AS kernel,
-       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
-       sum(n)::BIGINT AS neurons,
-       count_where(is_pan, n) AS pans,
-       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
-       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
-FROM layer_groups
-GROUP BY config_id, kernel
+SELECT config_id, value AS kernel, layers, neurons, pans, pan_pct, pct_of_pans
+FROM pans_by_layer(coalesce(kernel_h || 'x' || kernel_w, '(unknown)'))
 ORDER BY config_id, neurons DESC, kernel;
 
 -- name: pans_by_stride
 -- about: PANs by stride (stride_h x stride_w) of the layer.
-SELECT config_id,
-       coalesce(stride_h || 'x' || stride_w, '(unknown)') AS stride,
-       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
-       sum(n)::BIGINT AS neurons,
-       count_where(is_pan, n) AS pans,
-       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
-       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
-FROM layer_groups
-GROUP BY config_id, stride
+SELECT config_id, value AS stride, layers, neurons, pans, pan_pct, pct_of_pans
+FROM pans_by_layer(coalesce(stride_h || 'x' || stride_w, '(unknown)'))
 ORDER BY config_id, neurons DESC, stride;
 
 -- name: pans_by_dilation
 -- about: PANs by dilation (dilation_h x dilation_w) of the layer.
-SELECT config_id,
-       coalesce(dilation_h || 'x' || dilation_w, '(unknown)') AS dilation,
-       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
-       sum(n)::BIGINT AS neurons,
-       count_where(is_pan, n) AS pans,
-       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
-       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
-FROM layer_groups
-GROUP BY config_id, dilation
+SELECT config_id, value AS dilation, layers, neurons, pans, pan_pct, pct_of_pans
+FROM pans_by_layer(coalesce(dilation_h || 'x' || dilation_w, '(unknown)'))
 ORDER BY config_id, neurons DESC, dilation;
 
 -- name: pans_by_padding
 -- about: PANs by how the layer is padded (layers.padding_kind) and with what (layers.padding_mode).
-SELECT config_id,
-       coalesce(padding_kind, '(unknown)') AS padding_kind,
-       coalesce(padding_mode, '(unknown)') AS padding_mode,
-       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
-       sum(n)::BIGINT AS neurons,
-       count_where(is_pan, n) AS pans,
-       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
-       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
-FROM layer_groups
-GROUP BY config_id, padding_kind, padding_mode
+SELECT config_id, value AS padding_kind, detail_value AS padding_mode, layers, neurons, pans, pan_pct, pct_of_pans
+FROM pans_by_layer(coalesce(padding_kind, '(unknown)'), detail := coalesce(padding_mode, '(unknown)'))
 ORDER BY config_id, neurons DESC, padding_kind, padding_mode;
 
 -- name: pans_by_conv_type
 -- about: PANs by convolution type (standard, depthwise, grouped).
-SELECT config_id,
-       coalesce(conv_type, '(unknown)') AS conv_type,
-       count(DISTINCT (model_id, layer_index))::BIGINT AS layers,
-       sum(n)::BIGINT AS neurons,
-       count_where(is_pan, n) AS pans,
-       pct(count_where(is_pan, n), sum(n)) AS pan_pct,
-       pct(count_where(is_pan, n), sum(count_where(is_pan, n)) OVER (PARTITION BY config_id)) AS pct_of_pans
-FROM layer_groups
-GROUP BY config_id, conv_type
+SELECT config_id, value AS conv_type, layers, neurons, pans, pan_pct, pct_of_pans
+FROM pans_by_layer(coalesce(conv_type, '(unknown)'))
 ORDER BY config_id, neurons DESC, conv_type;
 
 -- name: pan_types

@@ -1,4 +1,9 @@
-"""Sub-commands of ``pans``. Adding one: a module here with a ``@command`` class, plus its import below."""
+"""Sub-commands of ``pans``. Adding one: a module here with ``add_arguments(parser)`` and a ``run(args)``
+function decorated with ``@command(name, help=...)``, plus its import at the bottom of this file.
+
+Command modules import only argparse-level code at the top (heavy imports go inside ``run``), so
+``pans query`` and every ``--help`` start without loading PyTorch (tests/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 

@@ -3,31 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
+from pipeline.options import positive_float, positive_int
 from pipeline.settings import DEFAULT_TAU, DetectSettings
-
-
-def _number(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse ``type`` that parses with ``cast`` and accepts what ``ok`` allows, with one message."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-positive_float = _number(float, lambda v: v > 0, "a positive number")
-count = _number(int, lambda v: v >= 0, "a whole number >= 0")
-fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
 def add_detect_options(parser: argparse.ArgumentParser) -> None:

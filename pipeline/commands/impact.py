@@ -10,41 +10,39 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import command
-from pipeline.commands.common import add_detect_options, count, fraction, positive_int, settings_from_args
+from pipeline.commands.common import add_detect_options, settings_from_args
+from pipeline.options import positive_int
+
+#: Impact options of every command: the image set, then each registered experiment's options.
+_IMAGE_OPTIONS = ("images", "labels", "max_images")
 
 
 def add_impact_options(parser: argparse.ArgumentParser) -> None:
-    """Impact options (shared with ``pans survey --impact``)."""
-    from pipeline.impact.settings import ImpactSettings
+    """Impact options (shared with ``pans survey --impact``): the image set and every experiment's options."""
+    from pipeline.impact.registry import all_options
 
-    d = ImpactSettings()
     g = parser.add_argument_group("impact")
-    g.add_argument("--images", default=d.images,
+    g.add_argument("--images", default="photos",
                    help="photos (default) or a folder of images (ImageFolder layout gives labels)")
     g.add_argument("--labels", default=None, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
-    g.add_argument("--max-images", type=positive_int, default=d.max_images,
-                   help=f"images compared (default {d.max_images}; folders: a seeded sample)")
-    g.add_argument("--controls", type=count, default=d.controls,
-                   help=f"seeds of matched random-neuron controls (default {d.controls})")
-    g.add_argument("--padding-modes", default=",".join(d.padding_modes),
-                   help="comma list of counterfactual paddings (default reflect,replicate,circular; '' for none)")
-    g.add_argument("--border-patches", type=count, default=d.border_patches,
-                   help=f"patches for the border-distance curve (default {d.border_patches}; 0 skips it)")
-    g.add_argument("--border-grid", type=positive_int, default=d.border_grid,
-                   help=f"patch positions per axis (default {d.border_grid})")
-    g.add_argument("--patch-frac", type=fraction, default=d.patch_frac,
-                   help=f"patch side as a share of the image side (default {d.patch_frac})")
+    g.add_argument("--max-images", type=positive_int, default=64,
+                   help="images compared (default 64; folders: a seeded sample)")
+    for option in all_options():
+        option.add_to(g)
+
+
+def impact_option_names() -> list[str]:
+    """Settings names of the impact options (what ``pans survey`` accepts only with ``--impact``)."""
+    from pipeline.impact.registry import all_options
+
+    return [*_IMAGE_OPTIONS, *(option.name for option in all_options())]
 
 
 def impact_settings_from_args(args: argparse.Namespace):
     from pipeline.impact.settings import ImpactSettings
 
-    modes = tuple(m.strip() for m in args.padding_modes.split(",") if m.strip())
-    return ImpactSettings(
-        images=args.images, labels=args.labels, max_images=args.max_images, controls=args.controls, seed=args.seed,
-        padding_modes=modes, border_patches=args.border_patches, border_grid=args.border_grid,
-        patch_frac=args.patch_frac, batch_size=args.batch_size, device=args.device,
-    )
+    values = {name: getattr(args, name) for name in impact_option_names()}
+    return ImpactSettings(**values, seed=args.seed, batch_size=args.batch_size, device=args.device)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,14 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("impact", help="ablate a model's PANs, swap its padding, and measure what changes in its predictions")
 def run(args: argparse.Namespace) -> int:
     import time
-    from dataclasses import asdict
 
     import pyarrow.parquet as pq
 
     from pipeline.errors import PanSurveyError
     from pipeline.impact.experiments import check_labels, run_impact
     from pipeline.impact.images import load_image_set
-    from pipeline.impact.settings import impact_key, run_config_id
+    from pipeline.impact.settings import impact_key, impact_run_config, run_config_id
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model, resolve_spec
     from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
@@ -92,14 +89,7 @@ def run(args: argparse.Namespace) -> int:
         store.write_model(tables, key)
         neurons = tables["neurons"]
         reused = False
-    config = run_config(
-        detect,
-        random_init=args.random_init,
-        impact=settings.result_settings(),
-        impact_settings=asdict(settings),
-        detect_config_id=detect.config_id,
-        impact_id=settings.impact_id,
-    )
+    config = run_config(detect, random_init=args.random_init, **impact_run_config(detect, settings))
     store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
     tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
     out_key = impact_key(loaded.model_id, detect.config_id, settings.impact_id)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.commands import command
-from pipeline.commands.common import positive_float
+from pipeline.options import positive_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +47,7 @@ def _list() -> str:
         "pan_count_sweep([tau, ...])",
         "pan_type(sides)",
         "pan_family(name)",
+        "pans_by_layer(key[, detail := ...])",
     ]
     table = pa.table({"name": [r[0] for r in rows], "about": [r[1] for r in rows]})
     return (
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis import resolve_sql
     from analysis.guard import check_read_only
     from analysis.output import render
-    from pipeline.errors import PanSurveyError
+    from pipeline.errors import PanSurveyError, one_line
 
     con = open_results(args.dir, tau=args.tau, lockdown=True)
     if args.list:
@@ -80,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         table = con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PanSurveyError(f"query failed: {first}") from None
+        raise PanSurveyError(f"query failed: {one_line(exc, 2000, first_line_only=True)}") from None
     fmt = args.format or _format_of(args.output)
     if args.output:
         text = render(table, fmt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import command
-from pipeline.commands.common import positive_float
+from pipeline.options import positive_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,18 +10,9 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands import command
-from pipeline.commands.common import add_detect_options, positive_float, positive_int, settings_from_args
-from pipeline.commands.impact import add_impact_options, impact_settings_from_args
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a GPU share such as 0.25 or 1, got {text!r}") from None
-    if value < 0 or (value > 1 and value % 1):
-        raise argparse.ArgumentTypeError(f"expected a fraction of one GPU (0-1) or whole GPUs, got {text!r}")
-    return value
+from pipeline.commands.common import add_detect_options, settings_from_args
+from pipeline.commands.impact import add_impact_options, impact_option_names, impact_settings_from_args
+from pipeline.options import gpu_share, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--gpus-per-model",
-        type=_share,
+        type=gpu_share,
         default=None,
         help="GPU share of one detect task (default: 0.25 when the cluster has GPUs, else CPU); "
         "set it on autoscaling clusters whose GPU nodes are not up yet",
@@ -68,12 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_impact_options(parser)
 
 
-def _impact_options_without_impact(parser_defaults: dict, args: argparse.Namespace) -> list[str]:
-    names = ("images", "labels", "max_images", "controls", "padding_modes", "border_patches", "border_grid",
-             "patch_frac")
-    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) != parser_defaults.get(n)]
-
-
 @command("survey", help="detect PANs in many models on Ray (resumable; results as Parquet)")
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PanSurveyError
@@ -87,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         defaults = argparse.ArgumentParser()
         add_impact_options(defaults)
-        stray = _impact_options_without_impact(vars(defaults.parse_args([])), args)
+        given = vars(defaults.parse_args([]))
+        stray = ["--" + n.replace("_", "-") for n in impact_option_names() if getattr(args, n) != given[n]]
         if stray:
             raise PanSurveyError(f"{', '.join(stray)} only apply with --impact")
     specs = collect_specs(args.specs, args.models_file)

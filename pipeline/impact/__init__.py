@@ -1,9 +1,12 @@
 """Impact experiments: what PANs (and zero padding) do to a model's predictions. See docs/impact.md.
 
-``run_impact`` is the entry point (used by ``pans impact`` and by the survey's ``--impact``);
-the other modules each do one job: ``ablation`` (clamping conv channels), ``controls`` (which
-neurons), ``padding`` (the counterfactual), ``images`` (the image set and labels), ``metrics``,
-``border_distance`` and ``report`` (the HTML section).
+``run_impact`` (``experiments``) is the entry point, used by ``pans impact`` and by the survey's
+``--impact``: it runs every experiment registered in ``registry`` (one module each:
+``ablation_experiment``, ``padding_experiment``, ``border_experiment``, each with its options,
+tables and report panel). The other modules each do one job: ``ablation`` (clamping conv
+channels), ``controls`` (which neurons), ``padding_swap`` (the padding counterfactual),
+``border_distance`` (patches pasted across a canvas), ``images`` (the image set and labels),
+``metrics`` and ``settings``. The report's impact section is ``analysis/report/impact.py``.
 """
 
 from pipeline.impact.errors import ImageSetError, ImpactError, LabelsError

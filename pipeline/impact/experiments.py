@@ -1,26 +1,28 @@
-"""``run_impact``: every impact experiment on one loaded model, as Arrow tables.
+"""``run_impact``: every registered impact experiment on one loaded model, as Arrow tables.
 
-Conditions compared with the intact model on the same image set:
-- ``pan_ablation``: every PAN of the ``neurons`` table clamped to its mean activation on the probe;
-- ``random_control`` (seeds 0..N-1): as many random non-PAN, non-dead neurons from the same layers;
-- ``reflect`` / ``replicate`` / ``circular``: the zero padding before every convolution swapped.
-The PAN result is also placed in the control distribution (condition ``pan_vs_control``).
+The intact model is the reference: its logits on the image set, its PANs (from the ``neurons``
+table), ``settings.controls`` matched random-neuron controls and the probe means that ablation
+clamps to are computed once here (:class:`ImpactRun`) and recorded as the ``intact`` rows. Then
+each experiment of :mod:`pipeline.impact.registry` runs in turn on that shared state:
+``ablation`` (PANs and matched controls clamped; ``pan_vs_control``), ``padding`` (zero padding
+swapped for another mode) and ``border_distance`` (confidence against distance to the border).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import torch
 
 from pipeline.detect import resolve_device
-from pipeline.impact import border_distance, controls, metrics
+from pipeline.impact import controls, metrics
 from pipeline.impact.ablation import ablated_logits, channel_means, forward_batches
+from pipeline.impact.border_distance import Predict
 from pipeline.impact.errors import ImpactError
 from pipeline.impact.images import ImageSet, load_image_set, model_class_names, resolve_labels
-from pipeline.impact.padding import padding_logits
+from pipeline.impact.registry import experiments, output_tables
 from pipeline.impact.settings import ImpactSettings
 from pipeline.schema import table_from_rows
 from pipeline.settings import DetectSettings
@@ -28,6 +30,47 @@ from pipeline.sources.base import LoadedModel
 
 #: Classes kept per condition in ``impact_classes`` besides those predicted at least once.
 TOP_PROB_SHIFTS = 10
+
+@dataclass
+class ImpactRun:
+    """What every experiment reads (the intact reference, PANs, controls) and where it records rows."""
+
+    model: torch.nn.Module
+    settings: ImpactSettings
+    images: ImageSet
+    base: dict[str, Any]  # model_id, config_id, impact_id: the key columns of every row
+    device: torch.device
+    intact: torch.Tensor  # logits of the intact model on the image set
+    labels: torch.Tensor | None  # class index per image, when the image set has labels
+    names: list[str] | None  # class names of the model, when known
+    pans: controls.Units
+    control_units: list[controls.Units]  # one per control seed (none when there are no PANs)
+    means: dict[str, torch.Tensor]  # probe mean of every ablated channel's layer
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Results an experiment leaves for later ones, by name (e.g. ``pan_ablation_metrics``).
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self) -> Predict:
+        """The intact model as a function of images."""
+        return lambda x: forward_batches(self.model, x, batch_size=self.settings.batch_size, device=self.device)
+
+    def ablate(self, units: controls.Units) -> Predict:
+        """The model with ``units`` clamped to their probe means, as a function of images."""
+        return lambda x: ablated_logits(self.model, x, units, self.means, batch_size=self.settings.batch_size,
+                                        device=self.device)
+
+    def record(self, experiment: str, condition: str, seed: int | None, values: dict[str, float | None]) -> None:
+        """One ``impact`` row per metric."""
+        self.add_rows("impact", [{"experiment": experiment, "condition": condition, "seed": seed, "metric": metric,
+                                  "value": value} for metric, value in values.items()])
+
+    def record_class_shifts(self, experiment: str, condition: str, seed: int | None, logits: torch.Tensor) -> None:
+        """``impact_classes`` rows: how the predicted classes moved from the intact model to ``logits``."""
+        self.add_rows("impact_classes", _class_shifts(experiment, condition, seed, self.intact, logits, self.names))
+
+    def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Rows of ``table`` (the key columns are added here)."""
+        self.rows.setdefault(table, []).extend({**self.base, **row} for row in rows)
 
 
 def run_impact(
@@ -39,13 +82,30 @@ def run_impact(
     probe: torch.Tensor | None = None,
     images: ImageSet | None = None,
 ) -> dict[str, pa.Table]:
-    """Run the ablation, control, padding and border-distance experiments on ``loaded``.
+    """Run every registered impact experiment on ``loaded``; returns one table per output table.
 
     ``neurons`` is the detector's table for this model (its ``config_id`` is carried over).
     ``probe`` (the detection probe, normalised) gives the mean each ablated neuron is clamped to;
-    when omitted it is rebuilt from ``detect`` exactly as the detector built it. Returns the
-    tables ``impact``, ``impact_classes`` and ``impact_border``. The model is left unchanged.
+    when omitted it is rebuilt from ``detect`` exactly as the detector built it. The tables are
+    ``impact``, ``impact_classes``, ``impact_border`` and those of any other registered
+    experiment. The model is left unchanged.
     """
+    ctx = prepare(loaded, neurons, settings, detect=detect, probe=probe, images=images)
+    for experiment in experiments():
+        experiment.run(ctx)
+    return {name: table_from_rows(name, ctx.rows.get(name, [])) for name in output_tables()}
+
+
+def prepare(
+    loaded: LoadedModel,
+    neurons: pa.Table,
+    settings: ImpactSettings,
+    *,
+    detect: DetectSettings | None = None,
+    probe: torch.Tensor | None = None,
+    images: ImageSet | None = None,
+) -> ImpactRun:
+    """The shared state of an impact run (see :func:`run_impact`), with the ``intact`` rows recorded."""
     from pipeline.probes import make_probe
 
     detect = detect or DetectSettings()
@@ -67,83 +127,24 @@ def run_impact(
         raise ImpactError("the image set is empty")
     model, dev, bs = loaded.model, resolve_device(settings.device), settings.batch_size
 
-    def run(on_conv: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: forward_batches(model, x, batch_size=bs, device=dev, on_conv=on_conv)
-
-    intact = run()(images.images)
+    intact = forward_batches(model, images.images, batch_size=bs, device=dev)
     num_classes = int(intact.shape[1])
     names = model_class_names(loaded.class_names, num_classes)
     labels = resolve_labels(images.label_names, num_classes, names) if images.label_names else None
 
     pans = controls.pan_units(neurons)
     # No PANs, nothing to match: controls would ablate nothing.
-    control_units = [controls.matched_controls(neurons, pans, seed=settings.seed + i) for i in range(settings.controls)]
-    control_units = control_units if pans else []
+    n_controls = settings.controls if pans else 0
+    control_units = [controls.matched_controls(neurons, pans, seed=settings.seed + i) for i in range(n_controls)]
     layers = set(pans).union(*[set(c) for c in control_units])
     means = channel_means(model, probe, layers, batch_size=bs, device=dev) if layers else {}
 
-    def ablate(units: controls.Units) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: ablated_logits(model, x, units, means, batch_size=bs, device=dev)
-
-    impact_rows: list[dict[str, Any]] = []
-    class_rows: list[dict[str, Any]] = []
-
-    def record(experiment: str, condition: str, seed: int | None, values: dict[str, float | None]) -> None:
-        for metric, value in values.items():
-            impact_rows.append({**base, "experiment": experiment, "condition": condition, "seed": seed,
-                                "metric": metric, "value": value})
-
+    ctx = ImpactRun(model, settings, images, base, dev, intact, labels, names, pans, control_units, means)
     intact_metrics: dict[str, float | None] = {"images": float(len(images)), "pans": float(controls.count(pans))}
     if labels is not None:
         intact_metrics["accuracy"] = metrics.accuracy(intact, labels)
-    record("intact", "intact", None, intact_metrics)
-
-    pan_metrics: dict[str, float] | None = None
-    if pans:
-        logits = ablate(pans)(images.images)
-        pan_metrics = metrics.compare(intact, logits, labels)
-        record("ablation", "pan_ablation", None, {**pan_metrics, "neurons_ablated": float(controls.count(pans))})
-        class_rows += _class_shifts(base, "ablation", "pan_ablation", None, intact, logits, names)
-    control_metrics: list[dict[str, float]] = []
-    for i, units in enumerate(control_units):
-        logits = ablate(units)(images.images)
-        m = metrics.compare(intact, logits, labels)
-        control_metrics.append(m)
-        record("control", "random_control", settings.seed + i, {**m, "neurons_ablated": float(controls.count(units))})
-        class_rows += _class_shifts(base, "control", "random_control", settings.seed + i, intact, logits, names)
-    if pan_metrics is not None and control_metrics:
-        for metric, value in pan_metrics.items():
-            placed = metrics.against_controls(metric, value, [c[metric] for c in control_metrics])
-            record("ablation", "pan_vs_control", None, {f"{metric}_{k}": v for k, v in placed.items()})
-
-    for mode in settings.padding_modes:
-        logits, counts = padding_logits(model, images.images, mode, batch_size=bs, device=dev)
-        record("padding", mode, None, {
-            **metrics.compare(intact, logits, labels),
-            "convs_switched": float(counts.conv_padding + counts.explicit_pad),
-            "fallbacks": float(counts.fallbacks),
-        })
-        class_rows += _class_shifts(base, "padding", mode, None, intact, logits, names)
-
-    border_rows: list[dict[str, Any]] = []
-    if settings.border_patches > 0:
-        conditions = {"intact": run()}
-        if pans:
-            conditions["pan_ablation"] = ablate(pans)
-        if control_units:
-            conditions["random_control"] = ablate(control_units[0])
-        patches = border_distance.patches_from(images.images, settings.border_patches, settings.patch_frac)
-        rows = border_distance.border_curves(patches, tuple(images.images.shape[-2:]), settings.border_grid,
-                                             conditions, reference="intact")
-        border_rows = [{**base, **row} for row in rows]
-        record("border_distance", "summary", None, {
-            f"edge_minus_centre_{name}": border_distance.edge_minus_centre(rows, name) for name in conditions
-        })
-    return {
-        "impact": table_from_rows("impact", impact_rows),
-        "impact_classes": table_from_rows("impact_classes", class_rows),
-        "impact_border": table_from_rows("impact_border", border_rows),
-    }
+    ctx.record("intact", "intact", None, intact_metrics)
+    return ctx
 
 
 def check_labels(loaded: LoadedModel, images: ImageSet) -> None:
@@ -155,7 +156,7 @@ def check_labels(loaded: LoadedModel, images: ImageSet) -> None:
     resolve_labels(images.label_names, num_classes, model_class_names(loaded.class_names, num_classes))
 
 
-def _class_shifts(base: dict[str, Any], experiment: str, condition: str, seed: int | None, intact: torch.Tensor,
+def _class_shifts(experiment: str, condition: str, seed: int | None, intact: torch.Tensor,
                   logits: torch.Tensor, names: list[str] | None) -> list[dict[str, Any]]:
     """Rows for classes predicted at least once by either model, plus the largest mean-probability shifts."""
     k = intact.shape[1]
@@ -167,7 +168,7 @@ def _class_shifts(base: dict[str, Any], experiment: str, condition: str, seed: i
     keep = set(torch.nonzero((n_ref + n_cond) > 0).flatten().tolist())
     keep |= set(delta.abs().topk(min(TOP_PROB_SHIFTS, k)).indices.tolist())
     return [
-        {**base, "experiment": experiment, "condition": condition, "seed": seed, "class_index": c,
+        {"experiment": experiment, "condition": condition, "seed": seed, "class_index": c,
          "class_name": names[c] if names else None, "intact_count": int(n_ref[c]), "condition_count": int(n_cond[c]),
          "count_delta": int(n_cond[c] - n_ref[c]), "intact_prob": float(p_ref[c]), "condition_prob": float(p_cond[c]),
          "prob_delta": float(delta[c])}

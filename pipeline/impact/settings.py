@@ -1,13 +1,17 @@
-"""Settings of the impact experiments: recorded with their results, hashed into ``impact_id``."""
+"""Settings of the impact experiments: recorded with their results, hashed into ``impact_id``.
+
+The image set, seed and speed knobs are fields of every run; the rest are the options of the
+registered experiments (:mod:`pipeline.impact.registry`), read as attributes too
+(``settings.controls``) and hashed into ``impact_id`` under their own names.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.impact.errors import ImpactError
-from pipeline.impact.padding import MODES
+from pipeline.impact.registry import CORE_FIELDS, check_options, option_defaults
 from pipeline.store import config_id, file_key
 
 #: Bump when a change to the impact code can change a stored number.
@@ -16,30 +20,50 @@ IMPACT_VERSION = "1.0"
 _SPEED_ONLY = {"batch_size", "device"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ImpactSettings:
-    images: str = "photos"  # photos | PATH to a folder of images
-    labels: str | None = None  # labels file (PATH<TAB>LABEL lines), paths relative to the images folder
-    max_images: int = 64  # photos: this many views; folders: a seeded sample of at most this many
-    controls: int = 5  # seeds of matched random-neuron controls
-    seed: int = 0
-    padding_modes: tuple[str, ...] = MODES
-    border_patches: int = 4  # patches for the border-distance curve (0: skip it)
-    border_grid: int = 7  # positions per axis
-    patch_frac: float = 0.4  # patch side as a share of the image side
-    batch_size: int = 32
-    device: str = "auto"
+    images: str  # photos | PATH to a folder of images
+    labels: str | None  # labels file (PATH<TAB>LABEL lines), paths relative to the images folder
+    max_images: int  # photos: this many views; folders: a seeded sample of at most this many
+    seed: int
+    batch_size: int
+    device: str
+    options: tuple[tuple[str, Any], ...]  # every registered experiment's options, by name
 
-    def __post_init__(self) -> None:
-        if self.controls < 0:
-            raise ImpactError(f"--controls must be 0 or more, got {self.controls}")
-        bad = [m for m in self.padding_modes if m not in MODES]
-        if bad:
-            raise ImpactError(f"unknown padding mode(s) {bad} (use {', '.join(MODES)})")
-        if not 0 < self.patch_frac < 1:
-            raise ImpactError(f"patch fraction must be between 0 and 1, got {self.patch_frac}")
-        if self.border_grid < 2:
-            raise ImpactError(f"border grid must be at least 2, got {self.border_grid}")
+    def __init__(
+        self,
+        images: str = "photos",
+        labels: str | None = None,
+        max_images: int = 64,
+        seed: int = 0,
+        batch_size: int = 32,
+        device: str = "auto",
+        **options: Any,
+    ) -> None:
+        values = option_defaults()
+        unknown = sorted(set(options) - set(values))
+        if unknown:
+            raise TypeError(f"unknown impact option(s) {unknown} (known: {', '.join(values)})")
+        values.update(options)
+        check_options(values)
+        for name, value in zip(CORE_FIELDS, (images, labels, max_images, seed, batch_size, device), strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "options", tuple(values.items()))
+
+    def __getattr__(self, name: str) -> Any:  # an experiment's option, e.g. settings.controls
+        for key, value in self.__dict__.get("options", ()):
+            if key == name:
+                return value
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name (what ``ImpactSettings(**d)`` takes back)."""
+        return {**{name: getattr(self, name) for name in CORE_FIELDS}, **dict(self.options)}
+
+    def updated(self, **changes: Any) -> ImpactSettings:
+        """These settings with ``changes`` (unknown names and None values ignored)."""
+        current = self.to_dict()
+        return ImpactSettings(**{**current, **{k: v for k, v in changes.items() if k in current and v is not None}})
 
     def with_absolute_paths(self) -> ImpactSettings:
         """The same settings with the image folder and labels file as absolute paths
@@ -49,21 +73,17 @@ class ImpactSettings:
             for name in ("images", "labels")
             if (value := getattr(self, name)) and value != "photos"
         }
-        return replace(self, **changes)
+        return self.updated(**changes)
 
     def result_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self.with_absolute_paths()).items() if k not in _SPEED_ONLY}
-        out["padding_modes"] = list(self.padding_modes)
+        out = {k: v for k, v in self.with_absolute_paths().to_dict().items() if k not in _SPEED_ONLY}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
         out["impact_version"] = IMPACT_VERSION
         return out
 
     @property
     def impact_id(self) -> str:
         return config_id(self.result_settings())
-
-    def updated(self, **changes: Any) -> ImpactSettings:
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
 
 
 def impact_key(model_id: str, cfg_id: str, impact_id: str) -> str:
@@ -77,3 +97,13 @@ def run_config_id(detect: Any, impact: ImpactSettings | None) -> str:
     if impact is None:
         return detect.config_id
     return config_id({"detect": detect.result_settings(), "impact": impact.result_settings()})
+
+
+def impact_run_config(detect: Any, impact: ImpactSettings) -> dict[str, Any]:
+    """What a run with impact experiments adds to its ``runs`` config (``pans impact`` and ``survey --impact``)."""
+    return {
+        "impact": impact.result_settings(),
+        "impact_settings": impact.to_dict(),
+        "detect_config_id": detect.config_id,
+        "impact_id": impact.impact_id,
+    }

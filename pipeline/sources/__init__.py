@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import hf_hub, local_dir, pyfile, timm_source, torchvision_source  # noqa: F401  (registers)
 from pipeline.sources.base import SOURCES, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 from pipeline.sources.hub import is_offline, set_offline
 from pipeline.sources.models_file import collect_specs, read_models_file
-from pipeline.sources.padding import has_padded_convs, padding_summary
+from pipeline.sources.padded_convs import has_padded_convs, padding_summary
 
 DEFAULT_SOURCE = "timm"
 
@@ -143,7 +143,7 @@ def describe(ref: ModelRef | str, *, random_init: bool = False, inspect: bool = 
         except ModelLoadError as exc:
             row["note"] = str(exc)
         except Exception as exc:  # some architectures cannot be built on the meta device
-            row["note"] = f"not inspected: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            row["note"] = f"not inspected: {type(exc).__name__}: {one_line(exc, 200)}"
         else:
             row["num_params"] = sum(p.numel() for p in model.parameters())
             summary = padding_summary(model)

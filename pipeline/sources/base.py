@@ -11,7 +11,7 @@ New sources subclass :class:`Source` and register once with ``@register_source("
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -115,10 +115,6 @@ class LoadedModel:
             "license": self.license,
             "top1": self.top1,
         }
-
-    def preprocess_dict(self) -> dict[str, Any]:
-        return asdict(self.preprocess)
-
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import CorruptWeightsError, FetchError, OfflineCacheMissError, TransientFetchError
+from pipeline.errors import CorruptWeightsError, FetchError, OfflineCacheMissError, TransientFetchError, one_line
 from pipeline.sources.base import sha256_file
 from pipeline.sources.retry import RetryPolicy, Transient, retry_call
 
@@ -42,10 +42,6 @@ class HubFile:
     revision: str  # the commit hash the file belongs to
     sha256: str
     size: int
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 def is_offline() -> bool:
     """Offline when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value."""
@@ -277,14 +273,14 @@ def _classify(exc: Exception, what: str) -> Exception:
     if isinstance(exc, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)):
         return Transient(f"network error ({type(exc).__name__})")
     if isinstance(exc, FileMetadataError):
-        return FetchError(f"{what}: {_one_line(exc)}")
+        return FetchError(f"{what}: {one_line(exc)}")
     if isinstance(exc, LocalEntryNotFoundError):
         # Raised online when huggingface_hub's own metadata request failed on a connection problem.
         return Transient("the hub could not be reached")
     if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
         return Transient("download was truncated (size differs from the published size)")
     if isinstance(exc, OSError):
-        return FetchError(f"{what}: {type(exc).__name__}: {_one_line(exc)}")
+        return FetchError(f"{what}: {type(exc).__name__}: {one_line(exc)}")
     return exc
 
 
@@ -297,7 +293,3 @@ def _retry_after(headers) -> float | None:
         return float(info.reset_in_seconds)
     value = (headers.get("Retry-After") or "").strip()
     return float(value) if value.isdigit() else None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]

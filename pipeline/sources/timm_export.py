@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from pipeline.errors import ModelLoadError
+from pipeline.errors import ModelLoadError, one_line
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess
 
 
@@ -66,8 +66,7 @@ def build_from_export(config: dict[str, Any], label: str, weights: str | Path | 
     try:
         return timm.create_model(arch, pretrained=weights is not None, pretrained_cfg=cfg, **kwargs)
     except Exception as exc:  # timm raises RuntimeError/KeyError/SafetensorError for weights that do not fit
-        reason = " ".join(str(exc).split())[:300]
-        raise ModelLoadError(f"{label}: weights do not fit {arch}: {type(exc).__name__}: {reason}") from exc
+        raise ModelLoadError(f"{label}: weights do not fit {arch}: {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 def load_export(ref: ModelRef, config_path: str | Path, label: str, fetched: dict[str, Any]) -> LoadedModel:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import hub, urlfetch
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 
@@ -131,8 +131,7 @@ class TimmSource(Source):
             else:
                 model = timm.create_model(ref.name, pretrained=False)
         except Exception as exc:  # timm raises many types for weights that do not fit
-            reason = " ".join(str(exc).split())[:300]
-            raise ModelLoadError(f"timm could not build {ref.name!r}: {type(exc).__name__}: {reason}") from exc
+            raise ModelLoadError(f"timm could not build {ref.name!r}: {type(exc).__name__}: {one_line(exc)}") from exc
         info = self.info(ref)
         cfg = getattr(model, "pretrained_cfg", None) or {}
         return LoadedModel(

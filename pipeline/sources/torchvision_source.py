@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import urlfetch
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 
@@ -136,9 +136,8 @@ class TorchvisionSource(Source):
                 state = torch.load(fetched["path"], map_location="cpu", weights_only=True)  # never a pickle
                 model.load_state_dict(state, strict=True)
             except Exception as exc:
-                reason = " ".join(str(exc).split())[:300]
                 raise ModelLoadError(
-                    f"torchvision:{ref.name}: weights do not load: {type(exc).__name__}: {reason}"
+                    f"torchvision:{ref.name}: weights do not load: {type(exc).__name__}: {one_line(exc)}"
                 ) from exc
         info = self.info(ref)
         return LoadedModel(

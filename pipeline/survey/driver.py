@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.compact import recover
-from pipeline.errors import PanSurveyError
-from pipeline.impact.settings import ImpactSettings, impact_key
+from pipeline.errors import PanSurveyError, one_line
+from pipeline.impact.registry import output_tables
+from pipeline.impact.settings import ImpactSettings, impact_key, impact_run_config, run_config_id
+from pipeline.options import gpu_share_problem
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
@@ -274,7 +276,7 @@ class Survey:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            self._fail(job, "fetch", type(exc).__name__, _first_line(exc))
+            self._fail(job, "fetch", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
             return
         job.fetch_node, job.fetch_seconds, job.fetched = out.node_id, out.seconds, out.fetched
         if out.error is not None:
@@ -288,10 +290,10 @@ class Survey:
         try:
             out = ray.get(ref)
         except ray.exceptions.OutOfMemoryError as exc:  # the host ran out: Ray's memory monitor killed it
-            self._oom(job, type(exc).__name__, _first_line(exc), None)
+            self._oom(job, type(exc).__name__, one_line(exc, 2000, first_line_only=True), None)
             return
         except ray.exceptions.RayError as exc:  # worker/node died more often than max_retries, ...
-            self._fail(job, "detect", type(exc).__name__, _first_line(exc))
+            self._fail(job, "detect", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
             return
         if out.error is not None:
             if out.error.oom:
@@ -304,7 +306,7 @@ class Survey:
         except OSError as exc:
             raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
         except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
-            self._fail(job, "write", type(exc).__name__, _first_line(exc), node=out.node_id)
+            self._fail(job, "write", type(exc).__name__, one_line(exc, 2000, first_line_only=True), node=out.node_id)
             return
         row = out.tables["models"].to_pylist()[0]
         done = {
@@ -334,7 +336,7 @@ class Survey:
         key = job.impact_key
         if out.impact_error is None and out.impact_tables is not None:
             try:
-                for name in ("impact_classes", "impact_border", "impact"):  # impact last: it marks done
+                for name in output_tables():  # impact last: it marks done
                     self.store.write(name, key, out.impact_tables[name])
             except OSError as exc:
                 raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
@@ -408,11 +410,6 @@ def _affinity(node_id: str, *, spill: bool) -> Any:
     return NodeAffinitySchedulingStrategy(node_id, soft=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:2000]
-
-
 def run_survey(
     specs: list[str],
     out: str | Path,
@@ -437,8 +434,8 @@ def run_survey(
     if options.max_downloads < 1:
         raise PanSurveyError("--max-downloads must be at least 1")
     share = options.gpus_per_model
-    if share is not None and (share < 0 or (share > 1 and share % 1)):
-        raise PanSurveyError(f"--gpus-per-model {share:g}: use a fraction of one GPU (0-1) or a whole number of GPUs")
+    if share is not None and (problem := gpu_share_problem(share)):
+        raise PanSurveyError(f"--gpus-per-model {share:g}: {problem}")
     _check_settings(settings, options)
     if impact is not None:
         impact = prepared_impact(impact)
@@ -448,22 +445,14 @@ def run_survey(
     recover(store.root)  # finish a compaction that was interrupted, before reading the done-index
     run_id = new_run_id()
     cfg = settings.config_id
-    config = run_config(settings, survey=asdict(options))
-    run_cfg = cfg
-    if impact is not None:
-        from pipeline.impact.settings import run_config_id
-
-        config["impact"] = impact.result_settings()
-        config["impact_settings"] = asdict(impact)
-        config["detect_config_id"], config["impact_id"] = cfg, impact.impact_id
-        run_cfg = run_config_id(settings, impact)
-    store.write("runs", run_id, run_record(run_id, run_cfg, "survey", list(specs), config))
+    config = run_config(settings, survey=asdict(options), **(impact_run_config(settings, impact) if impact else {}))
+    store.write("runs", run_id, run_record(run_id, run_config_id(settings, impact), "survey", list(specs), config))
 
     refs, broken = resolve_all(specs, options.random_init)
     records: list[ModelRecord] = []
     for spec, exc in broken:
         key = file_key(spec, cfg)
-        msg = _first_line(exc)
+        msg = one_line(exc, 2000, first_line_only=True)
         store.write_failure(
             key,
             model_id=spec,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipeline.errors import PanSurveyError
+from pipeline.errors import PanSurveyError, one_line
 
 #: Environment a worker on another machine needs to reach the same hub the driver uses.
 #: (Tokens are not forwarded: set HF_TOKEN on the cluster's nodes, see docs/cluster.md.)
@@ -72,8 +72,8 @@ def connect(
         return Runtime(owned=True, address=address)
     except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
         where = address or "a local runtime"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PanSurveyError(f"cannot start or reach Ray at {where}: {first}") from exc
+        reason = one_line(exc, 2000, first_line_only=True)
+        raise PanSurveyError(f"cannot start or reach Ray at {where}: {reason}") from exc
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError
+from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError, one_line
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 
@@ -35,8 +35,8 @@ class TaskError:
 
     @classmethod
     def from_exception(cls, stage: str, exc: BaseException) -> TaskError:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return cls(stage=stage, error_type=type(exc).__name__, message=message[:2000], oom=is_oom(exc))
+        message = one_line(exc, 2000, first_line_only=True)
+        return cls(stage=stage, error_type=type(exc).__name__, message=message, oom=is_oom(exc))
 
 
 @dataclass
@@ -56,7 +56,6 @@ class DetectOutcome:
     seconds: float  # wall time inside the task (load + probe + detect, + impact)
     tables: dict[str, Any] | None = None  # neurons, layers, models (pyarrow Tables)
     error: TaskError | None = None
-    timings: dict[str, float] = field(default_factory=dict)
     #: With ``--impact``: the impact, impact_classes and impact_border tables, or why they are missing
     #: (the detection ``tables`` are there either way).
     impact_tables: dict[str, Any] | None = None
@@ -140,7 +139,6 @@ def _detect(
         board.started.remote(key, attempt, node_id())
     started = time.perf_counter()
     device = "cpu"
-    timings: dict[str, float] = {}
     stage = "fetch"
     try:
         # The fetch task's files are here when the cache is shared or it ran on this node;
@@ -148,24 +146,19 @@ def _detect(
         if fetched and not usable_here(fetched):
             pinned = replace(ref, revision=fetched["revision"]) if fetched.get("revision") else ref
             fetched = fetch_weights(pinned)
-        timings["refetch"] = time.perf_counter() - started
         stage = "load"
         t0 = time.perf_counter()
         loaded = load_model(ref, fetched=fetched or None)
-        timings["load"] = time.perf_counter() - t0
+        load_seconds = time.perf_counter() - t0
         stage = "detect"
         device = pick_device(settings.device)
-        t0 = time.perf_counter()
-        tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=timings["load"], run_id=run_id)
-        timings["detect"] = time.perf_counter() - t0
-        outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables, timings=timings)
+        tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=load_seconds, run_id=run_id)
+        outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables)
         if impact is not None:
-            t0 = time.perf_counter()
             try:
                 outcome.impact_tables = _impact(loaded, tables["neurons"], settings, impact, device)
             except Exception as exc:  # the detection stands; the driver records the impact failure
                 outcome.impact_error = _task_error("impact", exc)
-            timings["impact"] = time.perf_counter() - t0
             outcome.seconds = time.perf_counter() - started
         return outcome
     except Exception as exc:

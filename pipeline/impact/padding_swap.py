@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from pipeline.impact.errors import ImpactError
-
-MODES = ("reflect", "replicate", "circular")
+from pipeline.impact.padding_experiment import MODES
 
 _CONV_FUNCS = {F.conv2d, torch.conv2d}
 _PAD_FUNCS = {F.pad, torch._C._nn.pad}
