@@ -55,7 +55,7 @@ _INTERP = {
 }
 
 
-def _normalise(batch: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+def normalise(batch: torch.Tensor, pp: Preprocess) -> torch.Tensor:
     mean = torch.tensor(pp.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(pp.std, dtype=torch.float32).view(1, -1, 1, 1)
     return (batch - mean) / std
@@ -105,7 +105,7 @@ def _views(paths: list[Path], n: int, pp: Preprocess, seed: int) -> torch.Tensor
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise ProbeError(f"cannot read image {path}: {exc}") from exc
         out.append(tensor)
-    return _normalise(torch.stack(out), pp)
+    return normalise(torch.stack(out), pp)
 
 
 @PROBES.register("photos")
