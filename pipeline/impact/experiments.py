@@ -90,22 +90,6 @@ def run_impact(
     ``impact``, ``impact_classes``, ``impact_border`` and those of any other registered
     experiment. The model is left unchanged.
     """
-    ctx = prepare(loaded, neurons, settings, detect=detect, probe=probe, images=images)
-    for experiment in experiments():
-        experiment.run(ctx)
-    return {name: table_from_rows(name, ctx.rows.get(name, [])) for name in output_tables()}
-
-
-def prepare(
-    loaded: LoadedModel,
-    neurons: pa.Table,
-    settings: ImpactSettings,
-    *,
-    detect: DetectSettings | None = None,
-    probe: torch.Tensor | None = None,
-    images: ImageSet | None = None,
-) -> ImpactRun:
-    """The shared state of an impact run (see :func:`run_impact`), with the ``intact`` rows recorded."""
     from pipeline.probes import make_probe
 
     detect = detect or DetectSettings()
@@ -144,7 +128,9 @@ def prepare(
     if labels is not None:
         intact_metrics["accuracy"] = metrics.accuracy(intact, labels)
     ctx.record("intact", "intact", None, intact_metrics)
-    return ctx
+    for experiment in experiments():
+        experiment.run(ctx)
+    return {name: table_from_rows(name, ctx.rows.get(name, [])) for name in output_tables()}
 
 
 def check_labels(loaded: LoadedModel, images: ImageSet) -> None:
