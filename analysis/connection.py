@@ -64,7 +64,8 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _quote_str(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (quoted, quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -143,7 +144,7 @@ def _table_view_sql(con, folder: Folder, table: str) -> tuple[str, list[str]]:
         union = "" if _uniform_schema(con, pattern) else ", union_by_name = true"
         # can_have_nan: writers (pyarrow) leave NaN out of min/max statistics; without it DuckDB folds
         # isnan(x) to false from those statistics and NaN sides would count as huge z-scores.
-        source = f"read_parquet({_quote_str(pattern)}{union}, can_have_nan = true)"
+        source = f"read_parquet({sql_literal(pattern)}{union}, can_have_nan = true)"
         present = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     except Exception as exc:  # duckdb.Error subclasses: unreadable or corrupt files
         first = one_line(exc, 2000, first_line_only=True)
@@ -164,7 +165,7 @@ def _register_functions(con) -> None:
 
 def _lock_down(con, folder: Folder) -> None:
     """No file access beyond the results folder, and no way to turn that back on from SQL."""
-    con.execute(f"SET allowed_directories = [{_quote_str(folder.root + '/')}]")
+    con.execute(f"SET allowed_directories = [{sql_literal(folder.root + '/')}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET lock_configuration = true")

@@ -2,7 +2,8 @@
 
 Named queries live in ``analysis/sql/stats.sql`` (one block per query: ``-- name:``, ``-- about:``,
 one SELECT), so a new statistic is one SQL block, reachable as ``pans query DIR @name`` and printed
-by ``pans stats``. They all read two small helper relations built here:
+by ``pans stats``; ``analysis/sql/report.sql`` holds, in the same format, the other queries the
+report draws (views too, not printed by ``pans stats``). They all read two small helper relations built here:
 
 - ``neuron_groups``: neurons of finished models, counted per (model, config, layer, class), where
   the class is (is_pan, pan_sides, pan_sign, dead, border_informed) and ``family`` comes from models.
@@ -64,22 +65,34 @@ def _shared_sql() -> str:
     return _sql_text("stats.sql").split("\n-- name:", 1)[0]
 
 
+def _parse(file: str) -> tuple[NamedQuery, ...]:
+    return tuple(
+        NamedQuery(m.group("name"), m.group("about"), m.group("sql").strip().rstrip(";").strip())
+        for m in _BLOCK.finditer(_sql_text(file))
+    )
+
+
 @cache
 def named_queries() -> tuple[NamedQuery, ...]:
-    """The named queries of analysis/sql/stats.sql, in file order."""
-    text = _sql_text("stats.sql")
-    found = [
-        NamedQuery(m.group("name"), m.group("about"), m.group("sql").strip().rstrip(";").strip())
-        for m in _BLOCK.finditer(text)
-    ]
-    return tuple(found)
+    """The named queries of analysis/sql/stats.sql, in file order (what ``pans stats`` prints)."""
+    return _parse("stats.sql")
+
+
+@cache
+def report_queries() -> tuple[NamedQuery, ...]:
+    """The named queries of analysis/sql/report.sql: what the report draws besides the statistics."""
+    return _parse("report.sql")
+
+
+def all_queries() -> tuple[NamedQuery, ...]:
+    return (*named_queries(), *report_queries())
 
 
 def get(name: str) -> NamedQuery:
-    for query in named_queries():
+    for query in all_queries():
         if query.name == name:
             return query
-    known = ", ".join(q.name for q in named_queries())
+    known = ", ".join(q.name for q in all_queries())
     raise PanSurveyError(f"no named query {name!r} (known: {known})")
 
 
@@ -113,6 +126,6 @@ def install(con, *, tau: float | None = None, materialize: bool = False) -> None
     con.execute(f"CREATE {kind} neuron_groups AS {_NEURON_GROUPS}")
     con.execute(f"CREATE {kind} layer_groups AS {_LAYER_GROUPS}")
     con.execute(_shared_sql())
-    _create_in_dependency_order(con, {q.name: q.sql for q in named_queries()})
-    rows = ", ".join(f"('{q.name}', '{q.about.replace(chr(39), chr(39) * 2)}')" for q in named_queries())
+    _create_in_dependency_order(con, {q.name: q.sql for q in all_queries()})
+    rows = ", ".join(f"('{q.name}', '{q.about.replace(chr(39), chr(39) * 2)}')" for q in all_queries())
     con.execute(f"CREATE VIEW named_queries AS SELECT * FROM (VALUES {rows}) t(name, about)")

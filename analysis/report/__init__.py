@@ -67,12 +67,7 @@ def build_report(
 
     started = time.perf_counter()
     con = open_results(directory, tau=tau, materialize=True)
-    configs = [
-        r[0]
-        for r in con.execute(
-            "SELECT config_id FROM models GROUP BY config_id ORDER BY count(*) DESC, config_id"
-        ).fetchall()
-    ]
+    configs = [r[0] for r in con.execute("SELECT config_id FROM overview ORDER BY models DESC, config_id").fetchall()]
     if config is not None and config not in configs:
         known = ", ".join(configs) or "none"
         raise PanSurveyError(f"configuration {config!r} is not in {directory} (configurations: {known})")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from analysis.connection import sql_literal
 from analysis.report.core import ReportContext, Section, empty, figure_html, table_html
 from pipeline.impact.registry import experiments
 
@@ -24,28 +25,15 @@ def impact_section(ctx: ReportContext) -> Section | None:
     """Effect of PANs on model behaviour, from the impact tables; None when there are none."""
     if ctx.count("impact") == 0:
         return None
-    config = ctx.config if ctx.config and ctx.count(f"impact WHERE config_id = '{_q(ctx.config)}'") else None
-    where = f"WHERE config_id = '{_q(config)}'" if config else ""
-    summary = ctx.table(
-        f"""
-        SELECT config_id, experiment, condition, metric,
-               count(DISTINCT model_id)::BIGINT AS models, count(*)::BIGINT AS rows,
-               avg(value) AS mean, stddev_samp(value) AS std, min(value) AS min, max(value) AS max
-        FROM impact {where}
-        GROUP BY ALL
-        ORDER BY config_id, experiment, metric, condition
-        """
-    )
+    config = ctx.config if ctx.config and ctx.count(f"impact WHERE config_id = {sql_literal(ctx.config)}") else None
+    where = f"WHERE config_id = {sql_literal(config)}" if config else ""
+    summary = ctx.table(f"SELECT * FROM impact_metrics {where}")
     parts = [
         *impact_parts(ctx.con, config),
         "<h3>All impact metrics</h3><p>Mean and spread of each metric per experiment and condition, over models.</p>",
         table_html(summary, max_rows=60) if summary.num_rows else empty("No impact rows."),
     ]
     return Section("impact", "Impact of PANs on model behaviour", "\n".join(parts))
-
-
-def _q(text: str) -> str:
-    return text.replace("'", "''")
 
 
 @dataclass
@@ -84,13 +72,18 @@ class ImpactView:
 def _rows(con: Any, table: str, sql: str, config_id: str | None = None) -> list[dict[str, Any]]:
     source = table
     if config_id:
-        source = f"(SELECT * FROM {table} WHERE config_id = '{_q(config_id)}')"
+        source = f"(SELECT * FROM {table} WHERE config_id = {sql_literal(config_id)})"
     try:
         cur = con.execute(sql.replace("{t}", source))
     except Exception:  # a view that does not exist (no such results yet) is simply empty
         return []
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def _named_rows(con: Any, name: str, config_id: str | None) -> list[dict[str, Any]]:
+    """The rows of named query ``name`` (of one configuration when ``config_id`` is given)."""
+    return _rows(con, name, "SELECT * FROM {t}", config_id)
 
 
 def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
@@ -103,22 +96,7 @@ def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
 
     matplotlib.use("Agg")
 
-    summary = _rows(con, "impact", """
-        SELECT model_id, impact_id,
-          max(value) FILTER (WHERE condition='intact' AND metric='pans') AS pans,
-          max(value) FILTER (WHERE condition='intact' AND metric='images') AS images,
-          max(value) FILTER (WHERE condition='intact' AND metric='accuracy') AS accuracy,
-          max(value) FILTER (WHERE condition='pan_ablation' AND metric='top1_agreement') AS pan_agreement,
-          max(value) FILTER (WHERE condition='pan_ablation' AND metric='kl') AS pan_kl,
-          max(value) FILTER (WHERE condition='pan_ablation' AND metric='accuracy') AS pan_accuracy,
-          max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_control_mean') AS control_kl_mean,
-          max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_control_std') AS control_kl_std,
-          max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_z') AS kl_z,
-          max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_percentile') AS kl_percentile,
-          max(value) FILTER (WHERE condition='reflect' AND metric='top1_agreement') AS reflect_agreement,
-          max(value) FILTER (WHERE condition='replicate' AND metric='top1_agreement') AS replicate_agreement,
-          max(value) FILTER (WHERE condition='circular' AND metric='top1_agreement') AS circular_agreement
-        FROM {t} GROUP BY model_id, impact_id ORDER BY model_id, impact_id""", config_id)
+    summary = _named_rows(con, "impact_per_model", config_id)
     if not summary:
         return []
     parts = ["<p>PAN ablation clamps every PAN to its mean activation on the probe; controls clamp as many random "
@@ -140,11 +118,7 @@ def impact_parts(con: Any, config_id: str | None = None) -> list[str]:
         if experiment.report is not None:
             parts += experiment.report(view)
 
-    shifts = [r for r in _rows(con, "impact_classes", """
-        SELECT model_id, impact_id, condition, class_index, class_name, count_delta, prob_delta FROM (
-          SELECT *, row_number() OVER (PARTITION BY model_id, impact_id, condition ORDER BY abs(prob_delta) DESC) AS rk
-          FROM {t} WHERE experiment <> 'control') WHERE rk <= 5
-        ORDER BY model_id, impact_id, condition, prob_delta DESC""", config_id) if key(r) in shown]
+    shifts = [r for r in _named_rows(con, "impact_class_shifts", config_id) if key(r) in shown]
     if shifts:
         parts.append("<h3>Classes that gain and lose most (mean probability)</h3>")
         columns = ["model_id", "condition", "class_index", "class_name", "count_delta", "prob_delta"]

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analysis.connection import sql_literal
 from analysis.report import plots
 from analysis.report.core import ReportContext, Section, SectionFn, empty, esc, figure_html, table_html
 from analysis.report.impact import impact_section
@@ -35,12 +36,9 @@ def side_code(sides: str | None) -> str:
     return "+".join(p[:1].upper() for p in parts)
 
 
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _named(ctx: ReportContext, name: str) -> pa.Table:
-    return ctx.table(f"SELECT * FROM {name} WHERE config_id = {_q(ctx.config)}")
+def _named(ctx: ReportContext, name: str, then: str = "") -> pa.Table:
+    """The rows of named query ``name`` for the configuration shown (``then``: ORDER BY / LIMIT ...)."""
+    return ctx.table(f"SELECT * FROM {name} WHERE config_id = {sql_literal(ctx.config)} {then}".rstrip())
 
 
 def _col(table: pa.Table, name: str) -> list:
@@ -57,13 +55,7 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
 def overview_section(ctx: ReportContext) -> Section:
     ov = _named(ctx, "overview").to_pylist()
     row = ov[0] if ov else {}
-    settings = ctx.table(
-        f"""SELECT any_value(probe) AS probe, any_value(num_images) AS num_images,
-                   any_value(image_h) AS image_h, any_value(image_w) AS image_w,
-                   any_value(tau) AS tau, any_value(reference) AS reference,
-                   any_value(detector_version) AS detector_version
-            FROM models WHERE config_id = {_q(ctx.config)}"""
-    ).to_pylist()[0]
+    settings = (_named(ctx, "detection_settings").to_pylist() or [{}])[0]
     tau = ctx.tau if ctx.tau is not None else settings.get("tau")
     cards = [
         ("models", _num(row.get("models"))),
@@ -193,18 +185,10 @@ def depth_section(ctx: ReportContext) -> Section:
         return Section("depth", "By depth", empty("No layers."))
     bins = [b for b in _col(depth, "depth") if b != "(unknown)"]
     pooled = dict(zip(_col(depth, "depth"), _col(depth, "pan_pct"), strict=True))
-    fams = ctx.table(
-        f"""SELECT family, count(DISTINCT model_id) AS models FROM layer_groups
-            WHERE config_id = {_q(ctx.config)} GROUP BY family ORDER BY models DESC, family LIMIT 6"""
-    )
-    top = _col(fams, "family")
+    top = _col(_named(ctx, "family_models", "ORDER BY models DESC, family LIMIT 6"), "family")
     lines: dict[str, list] = {}
     if top:
-        per_fam = ctx.table(
-            f"""SELECT family, depth_bin(relative_depth) AS depth, pct(count_where(is_pan, n), sum(n)) AS pan_pct
-                FROM layer_groups WHERE config_id = {_q(ctx.config)} AND relative_depth IS NOT NULL
-                GROUP BY ALL"""
-        ).to_pylist()
+        per_fam = _named(ctx, "pans_by_family_depth").to_pylist()
         lookup = {(r["family"], r["depth"]): r["pan_pct"] for r in per_fam}
         lines = {f"{f}": [lookup.get((f, b)) for b in bins] for f in top}
     fig = plots.depth_profile(bins, [pooled[b] or 0.0 for b in bins], lines)
@@ -331,25 +315,11 @@ def size_section(ctx: ReportContext) -> Section:
 
 
 def kernels_section(ctx: ReportContext, count: int = 24) -> Section:
-    models = max(1, ctx.count(f"(SELECT DISTINCT model_id FROM models WHERE config_id = {_q(ctx.config)})"))
+    models = max(1, len(set(_col(_named(ctx, "pans_per_model"), "model_id"))))
     per_model = max(2, math.ceil(count / models))
-    rows = ctx.table(
-        f"""
-        WITH p AS (
-            SELECT model_id, config_id, layer, layer_index, channel, pan_sides, pan_sign, kernel,
-                   kmass_top, kmass_bottom, kmass_left, kmass_right,
-                   own_strength(own_z_top, own_z_bottom, own_z_left, own_z_right) AS strength
-            FROM neurons_classified
-            WHERE is_pan AND config_id = {_q(ctx.config)}
-            QUALIFY row_number() OVER (PARTITION BY model_id ORDER BY strength DESC, layer_index, channel)
-                    <= {per_model}
-        )
-        SELECT p.*, l.kernel_h, l.kernel_w
-        FROM p LEFT JOIN (SELECT DISTINCT ON (model_id, config_id, layer_index) * FROM layers) l
-          USING (model_id, config_id, layer_index)
-        ORDER BY strength DESC, model_id, layer_index, channel
-        LIMIT {count}
-        """
+    rows = _named(
+        ctx, "strongest_pans",
+        f"AND model_rank <= {per_model} ORDER BY strength DESC, model_id, layer_index, channel LIMIT {count}",
     ).to_pylist()
     items = []
     for r in rows:
@@ -384,30 +354,9 @@ def kernels_section(ctx: ReportContext, count: int = 24) -> Section:
     )
 
 
-def border_section(ctx: ReportContext, groups: int = 12, per_group: int = 200) -> Section:
-    rows = ctx.table(
-        f"""
-        WITH p AS (
-            SELECT pan_sides, pan_sign, own_z_top, own_z_bottom, own_z_left, own_z_right,
-                   obs_z_top, obs_z_bottom, obs_z_left, obs_z_right,
-                   own_strength(own_z_top, own_z_bottom, own_z_left, own_z_right) AS strength
-            FROM neurons_classified WHERE is_pan AND config_id = {_q(ctx.config)}
-        ),
-        g AS (SELECT pan_sides, pan_sign, count(*) AS pans FROM p GROUP BY ALL
-              ORDER BY pans DESC, pan_sides, pan_sign LIMIT {groups}),
-        r AS (SELECT p.*, g.pans, row_number() OVER (PARTITION BY p.pan_sides, p.pan_sign ORDER BY strength DESC) AS rk
-              FROM p JOIN g ON p.pan_sides IS NOT DISTINCT FROM g.pan_sides
-                           AND p.pan_sign IS NOT DISTINCT FROM g.pan_sign)
-        SELECT pan_sides, pan_sign, any_value(pans) AS pans, count(*) AS averaged,
-               avg(nan_null(own_z_top)) AS own_top, avg(nan_null(own_z_bottom)) AS own_bottom,
-               avg(nan_null(own_z_left)) AS own_left, avg(nan_null(own_z_right)) AS own_right,
-               avg(nan_null(obs_z_top)) AS obs_top, avg(nan_null(obs_z_bottom)) AS obs_bottom,
-               avg(nan_null(obs_z_left)) AS obs_left, avg(nan_null(obs_z_right)) AS obs_right
-        FROM r WHERE rk <= {per_group}
-        GROUP BY pan_sides, pan_sign
-        ORDER BY pans DESC, pan_sides, pan_sign
-        """
-    ).to_pylist()
+def border_section(ctx: ReportContext, groups: int = 12) -> Section:
+    rows = _named(ctx, "pan_border_profiles", f"ORDER BY pans DESC, pan_sides, pan_sign LIMIT {groups}").to_pylist()
+    per_group = 200  # PANs averaged per group at most (report.sql, pan_border_profiles)
     if not rows:
         return Section("border", "Average border response of the top PANs", empty("No PANs."))
     items = [
@@ -449,10 +398,7 @@ def failures_section(ctx: ReportContext) -> Section:
     summary = _named(ctx, "failures_summary")
     if summary.num_rows == 0:
         return Section("failures", "Failures", '<p class="good">No failed models.</p>')
-    listing = ctx.table(
-        f"""SELECT model_id, stage, error_type, left(message, 240) AS message, attempt, created_at
-            FROM failures WHERE config_id = {_q(ctx.config)} ORDER BY stage, error_type, model_id"""
-    )
+    listing = _named(ctx, "failed_models")
     parts = [
         table_html(summary),
         f"<details open><summary>All failed models ({listing.num_rows})</summary>"

@@ -35,10 +35,13 @@ def _list() -> str:
     import pyarrow as pa
 
     from analysis import named_queries
+    from analysis.named import report_queries
     from analysis.output import render_table
-
-    rows = [("@" + q.name, q.about) for q in named_queries()]
     from pipeline.schema import TABLES
+
+    def listing(queries, title: str) -> str:
+        return render_table(pa.table({"name": ["@" + q.name for q in queries], "about": [q.about for q in queries]}),
+                            title=title)
 
     views = [*TABLES, "neurons_classified", "neuron_groups", "layer_groups", "named_queries"]
     macros = [
@@ -49,9 +52,10 @@ def _list() -> str:
         "pan_family(name)",
         "pans_by_layer(key[, detail := ...])",
     ]
-    table = pa.table({"name": [r[0] for r in rows], "about": [r[1] for r in rows]})
     return (
-        render_table(table, title="Named queries (pans query DIR @NAME, or SELECT ... FROM NAME):")
+        listing(named_queries(), "Named queries (pans query DIR @NAME, or SELECT ... FROM NAME; in pans stats):")
+        + "\n"
+        + listing(report_queries(), "Named queries the report draws from (same use; not printed by pans stats):")
         + "\nViews: "
         + ", ".join(views)
         + "\nTable and scalar macros: "
