@@ -8,6 +8,9 @@ without it (older checkout) a stand-in pyarrow merge in this file is used, and t
     .venv/bin/python bench/bench_stats.py                      # 500 models, 10M neurons, in /tmp
     .venv/bin/python bench/bench_stats.py --neurons 1000000    # smaller, quicker
     .venv/bin/python bench/bench_stats.py --dir D --reuse      # reuse a generated (uncompacted) folder
+
+Also prints the start-up cost of commands that only read results (``pans query DIR "select 1"``,
+goal under 0.5 s; ``pans stats --help``), next to the import time of torch they must not pay.
 """
 
 from __future__ import annotations
@@ -79,6 +82,27 @@ def time_cli(root: Path, repeat: int) -> tuple[list[float], list[float], str]:
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         out = proc.stdout
     return times, cpu, out
+
+
+def time_light_commands(root: Path, repeat: int) -> dict[str, list[float]]:
+    """Wall time of commands that only read results, each in a fresh process (issue 12: no torch import).
+
+    ``pans query DIR "select 1"`` is the start-up cost every query pays (goal: under 0.5 s);
+    ``pans stats --help`` the cost of building the command line.
+    """
+    commands = {
+        'pans query DIR "select 1"': ["query", str(root), "select 1"],
+        "pans stats --help": ["stats", "--help"],
+        "python -c 'import torch' (for scale)": None,
+    }
+    times: dict[str, list[float]] = {}
+    for label, argv in commands.items():
+        cmd = [sys.executable, "-m", "pipeline.cli", *argv] if argv else [sys.executable, "-c", "import torch"]
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+            times.setdefault(label, []).append(time.perf_counter() - start)
+    return times
 
 
 def time_in_process(root: Path, repeat: int) -> list[float]:
@@ -169,6 +193,8 @@ def main() -> int:
     print(f"same statistics before and after compaction: {same}")
     goal = min(after_cli) <= 2.0
     print(f"goal (<= 2 s after compaction, CLI): {'met' if goal else 'NOT met'} ({min(after_cli):.2f} s)")
+    for label, times in time_light_commands(root, args.repeat).items():
+        print(summary(f"{label:42s}", times))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0 if same else 1

@@ -87,21 +87,16 @@ ORDER BY config_id, experiment, metric, condition;
 
 -- name: impact_per_model
 -- about: Per model and impact settings: PANs, accuracy, PAN ablation against its controls, padding swaps.
-SELECT config_id, model_id, impact_id,
-  max(value) FILTER (WHERE condition='intact' AND metric='pans') AS pans,
-  max(value) FILTER (WHERE condition='intact' AND metric='images') AS images,
-  max(value) FILTER (WHERE condition='intact' AND metric='accuracy') AS accuracy,
-  max(value) FILTER (WHERE condition='pan_ablation' AND metric='top1_agreement') AS pan_agreement,
-  max(value) FILTER (WHERE condition='pan_ablation' AND metric='kl') AS pan_kl,
-  max(value) FILTER (WHERE condition='pan_ablation' AND metric='accuracy') AS pan_accuracy,
-  max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_control_mean') AS control_kl_mean,
-  max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_control_std') AS control_kl_std,
-  max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_z') AS kl_z,
-  max(value) FILTER (WHERE condition='pan_vs_control' AND metric='kl_percentile') AS kl_percentile,
-  max(value) FILTER (WHERE condition='reflect' AND metric='top1_agreement') AS reflect_agreement,
-  max(value) FILTER (WHERE condition='replicate' AND metric='top1_agreement') AS replicate_agreement,
-  max(value) FILTER (WHERE condition='circular' AND metric='top1_agreement') AS circular_agreement
-FROM impact
+PIVOT (SELECT config_id, model_id, impact_id, condition || '.' || metric AS measure, value FROM impact)
+ON measure IN (
+  'intact.pans' AS pans, 'intact.images' AS images, 'intact.accuracy' AS accuracy,
+  'pan_ablation.top1_agreement' AS pan_agreement, 'pan_ablation.kl' AS pan_kl, 'pan_ablation.accuracy' AS pan_accuracy,
+  'pan_vs_control.kl_control_mean' AS control_kl_mean, 'pan_vs_control.kl_control_std' AS control_kl_std,
+  'pan_vs_control.kl_z' AS kl_z, 'pan_vs_control.kl_percentile' AS kl_percentile,
+  'reflect.top1_agreement' AS reflect_agreement, 'replicate.top1_agreement' AS replicate_agreement,
+  'circular.top1_agreement' AS circular_agreement
+)
+USING max(value)
 GROUP BY config_id, model_id, impact_id
 ORDER BY config_id, model_id, impact_id;
 

@@ -46,9 +46,7 @@ class ImpactRun:
     pans: controls.Units
     control_units: list[controls.Units]  # one per control seed (none when there are no PANs)
     means: dict[str, torch.Tensor]  # probe mean of every ablated channel's layer
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    #: Results an experiment leaves for later ones, by name (e.g. ``pan_ablation_metrics``).
-    shared: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table -> rows recorded so far
 
     def predict(self) -> Predict:
         """The intact model as a function of images."""
