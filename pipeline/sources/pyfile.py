@@ -14,7 +14,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from pipeline.errors import ModelLoadError, UnknownModelError
+from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source, sha256_file
 
 
@@ -46,14 +46,15 @@ class PyFileSource(Source):
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise ModelLoadError(f"py:{ref.name}: importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+            reason = f"{type(exc).__name__}: {one_line(exc)}"
+            raise ModelLoadError(f"py:{ref.name}: importing {path.name} failed: {reason}") from exc
         factory = getattr(module, func_name, None)
         if not callable(factory):
             raise ModelLoadError(f"py:{ref.name}: {path.name} has no function {func_name!r}")
         try:
             model = factory()
         except Exception as exc:
-            raise ModelLoadError(f"py:{ref.name}: {func_name}() raised {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadError(f"py:{ref.name}: {func_name}() raised {type(exc).__name__}: {one_line(exc)}") from exc
         if not isinstance(model, nn.Module):
             raise ModelLoadError(f"py:{ref.name}: {func_name}() returned {type(model).__name__}, not a torch nn.Module")
         return model
