@@ -145,6 +145,17 @@ def _stand_in_compact(root: Path, group_rows: int = 1_000_000) -> None:
         out.rename(root / table / "compacted-bench.parquet")
 
 
+def time_stats(root: Path, repeat: int, when: str) -> tuple[list[float], str]:
+    """Time ``pans stats`` in a fresh process and in this one; print the figures; return the CLI times and output."""
+    print(f"load average before timing: {os.getloadavg()[0]:.1f}")
+    cli, cpu, out = time_cli(root, repeat)
+    in_process = time_in_process(root, repeat)
+    print(summary(f"pans stats, {when} (CLI process)", cli))
+    print(summary("  CPU time of that process (user + system)  ", cpu))
+    print(summary(f"pans stats, {when} (in process) ", in_process))
+    return cli, out
+
+
 def summary(label: str, times: list[float]) -> str:
     return f"{label}: best {min(times):.2f} s, median {statistics.median(times):.2f} s over {len(times)} runs"
 
@@ -172,23 +183,11 @@ def main() -> int:
     size = sum(f.stat().st_size for f in root.rglob("*.parquet")) / 1e9
     print(f"folder {root}: {count_files(root)} parquet files, {size:.2f} GB")
 
-    print(f"load average before timing: {os.getloadavg()[0]:.1f}")
-    before_cli, before_cpu, before_out = time_cli(root, args.repeat)
-    before_in = time_in_process(root, args.repeat)
-    print(summary("pans stats, before compaction (CLI process)", before_cli))
-    print(summary("  CPU time of that process (user + system)  ", before_cpu))
-    print(summary("pans stats, before compaction (in process) ", before_in))
-
+    _, before_out = time_stats(root, args.repeat, "before compaction")
     start = time.perf_counter()
     how = compact_folder(root)
     print(f"compacted with {how} in {time.perf_counter() - start:.1f} s: {count_files(root)} parquet files now")
-
-    print(f"load average before timing: {os.getloadavg()[0]:.1f}")
-    after_cli, after_cpu, after_out = time_cli(root, args.repeat)
-    after_in = time_in_process(root, args.repeat)
-    print(summary("pans stats, after compaction (CLI process) ", after_cli))
-    print(summary("  CPU time of that process (user + system)  ", after_cpu))
-    print(summary("pans stats, after compaction (in process)  ", after_in))
+    after_cli, after_out = time_stats(root, args.repeat, "after compaction ")
     same = before_out == after_out
     print(f"same statistics before and after compaction: {same}")
     goal = min(after_cli) <= 2.0
