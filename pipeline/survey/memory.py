@@ -1,0 +1,164 @@
+"""How much memory one model's detect task needs, and whether any node of the cluster can give it.
+
+The survey asks Ray for each detect task's estimate as the logical ``memory`` resource, so Ray
+never co-schedules two models whose estimates do not fit a node together, and a model whose
+estimate exceeds every node becomes a failure record before any task (and any download) exists.
+
+The estimate is built from what ``pans zoo`` already knows, with no weights and no memory: the
+architecture is built on the meta device (parameter and buffer bytes, in their dtype) and run
+once on a meta input of the survey's batch at the model's input size, with hooks recording the
+largest activation. Host memory while loading a checkpoint holds the weights twice (the state
+dict and the module); detection keeps a few activations of the largest layer alive at once.
+What the worker process itself holds (Python, torch, timm: about 0.5 GB) is not counted: idle
+workers hold it whether or not a model runs, and Ray's own ``memory`` resource already leaves
+room for the system.
+
+The budget: by default each node's ``memory`` resource as Ray reports it (on a cluster: what
+``ray start --memory`` set, else Ray's default share of the node's RAM). ``--memory-budget GB``
+or ``PANS_SURVEY_MEMORY_GB`` sets the embedded runtime's ``memory`` resource (tests use a small one).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.settings import DetectSettings
+    from pipeline.sources import ModelRef
+
+#: Environment variable read when no ``--memory-budget`` is given (GB, decimal).
+BUDGET_ENV = "PANS_SURVEY_MEMORY_GB"
+
+#: Activations alive at once during detection, in units of the largest layer's output: the
+#: layer's input and output, the detector's copy of the output, and a residual branch.
+ACTIVATION_COPIES = 4
+
+#: Host copies of the weights while a checkpoint is loaded (state dict + module parameters).
+LOAD_COPIES = 2
+
+#: The smallest request: a model too small to estimate still takes some room.
+MIN_BYTES = 64 * 2**20
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes one detect task needs beyond its worker's own footprint; ``None`` fields are unknown."""
+
+    params: int | None  # parameter count
+    weight_bytes: int | None  # parameters and buffers in their dtype
+    activation_bytes: int | None  # the largest single activation at the survey's batch and input size
+    host_bytes: int | None  # host RAM the task needs (what it asks Ray for)
+    device_bytes: int | None  # accelerator memory on a GPU task
+    note: str | None = None  # why something is unknown
+
+    @property
+    def known(self) -> bool:
+        return self.host_bytes is not None
+
+
+def fmt_gb(n: float) -> str:
+    """``20 GB``, ``1.4 GB``, ``0.35 GB``: short, for one-line messages."""
+    gb = n / GB
+    return f"{gb:.0f} GB" if gb >= 10 else f"{gb:.1f} GB" if gb >= 1 else f"{gb:.2f} GB"
+
+
+def budget_bytes(option_gb: float | None = None) -> int | None:
+    """The embedded runtime's ``memory`` resource: ``--memory-budget``, else the env var, else None
+    (Ray's default). A malformed env value is a one-line error."""
+    from pipeline.errors import PanSurveyError
+
+    if option_gb is None:
+        text = os.environ.get(BUDGET_ENV, "").strip()
+        if not text:
+            return None
+        try:
+            option_gb = float(text)
+        except ValueError:
+            raise PanSurveyError(f"{BUDGET_ENV}={text!r}: expected a number of GB such as 16 or 0.5") from None
+    if option_gb <= 0:
+        raise PanSurveyError(f"memory budget {option_gb:g} GB: must be positive")
+    return int(option_gb * GB)
+
+
+def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -> MemoryEstimate:
+    """Estimate one model's detect-task memory at ``settings``' batch size and image size."""
+    import torch
+
+    from pipeline.sources import SOURCES
+
+    source = SOURCES.get(ref.source)()
+    try:
+        info = source.info(ref)
+        with torch.device("meta"):
+            model = source.build(ref)
+    except Exception as exc:  # some architectures cannot be built on the meta device
+        return MemoryEstimate(None, None, None, None, None, note=f"not estimated: {type(exc).__name__}")
+    params = sum(p.numel() for p in model.parameters())
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    size = info.preprocess.with_image_size(settings.image_size).input_size
+    activation = _largest_activation(model, (settings.batch_size, *size))
+    act_total = ACTIVATION_COPIES * activation if activation is not None else 0
+    host_weights = LOAD_COPIES * weights if ref.pretrained else weights
+    if on_gpu:  # weights load on the host, then move; activations live on the device
+        host, device = host_weights, weights + act_total
+    else:
+        host, device = host_weights + act_total, None
+    note = None if activation is not None else "activations not estimated (meta forward failed)"
+    return MemoryEstimate(params, weights, activation, max(MIN_BYTES, host), device, note)
+
+
+def _largest_activation(model: Any, shape: tuple[int, ...]) -> int | None:
+    """Bytes of the largest tensor any leaf module outputs for a meta input of ``shape``."""
+    import torch
+
+    largest = 0
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal largest
+        for t in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(t, torch.Tensor):
+                largest = max(largest, t.numel() * t.element_size())
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(shape, device="meta"))
+    except Exception:
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
+
+
+def node_memory() -> list[float]:
+    """Each alive node's ``memory`` resource in bytes (what Ray can hand out to tasks)."""
+    import ray
+
+    return [float(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def no_room(est: MemoryEstimate, nodes: list[float], *, can_grow: bool) -> str | None:
+    """Why no node can hold this model (a one-line failure message), or None when one can.
+
+    On a cluster that can grow (autoscaler) a bigger node may still come: never refused here.
+    """
+    if est.host_bytes is None or not nodes or can_grow:
+        return None
+    largest = max(nodes)
+    if est.host_bytes <= largest:
+        return None
+    return f"needs ~{fmt_gb(est.host_bytes)} of host memory, the largest node has {fmt_gb(largest)}"
+
+
+def retry_request(est_bytes: int | None, nodes: list[float]) -> int | None:
+    """The memory a task asks for on its one retry after an out-of-memory kill: the whole of the
+    largest node, so it runs alone there (nothing else asking for memory runs beside it)."""
+    if not nodes:
+        return est_bytes
+    return int(max(nodes))
