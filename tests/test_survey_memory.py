@@ -206,3 +206,19 @@ def test_a_signal_ends_the_survey_cleanly(tmp_path: Path, sig: signal.Signals, c
     assert not [line for line in stdout.splitlines() if RAY_NOISE.search(line)], stdout
     assert not list(out.rglob("*.tmp"))  # nothing half-written
     assert len(list((out / "models").glob("*.parquet"))) == 1
+
+
+def test_a_forward_that_blocks_is_not_estimated_and_does_not_stall(tmp_path: Path, monkeypatch) -> None:
+    factory = tmp_path / "blocking.py"
+    factory.write_text(
+        "import time, torch.nn as nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__(); self.conv = nn.Conv2d(3, 4, 3, padding=1)\n"
+        "    def forward(self, x):\n        time.sleep(600); return self.conv(x)\n"
+        "def make():\n    m = M(); m.pretrained_cfg = {'input_size': (3, 32, 32)}; return m\n"
+    )
+    monkeypatch.setattr(memory, "FORWARD_SECONDS", 0.5)
+    started = time.monotonic()
+    est = memory.estimate(resolve_spec(f"py:{factory}:make")[0], SMALL)
+    assert time.monotonic() - started < 10
+    assert est.activation_bytes is None and est.params == 3 * 4 * 9 + 4 and est.known

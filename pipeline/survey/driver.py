@@ -241,10 +241,12 @@ class Survey:
     def _loop(self, pending: deque[_Job], gpus: float, cpus: float) -> None:
         import ray
 
+        from pipeline.survey import signals
         from pipeline.survey.runtime import detect_slots
 
         slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
         while pending or self.fetching or self.detecting:
+            signals.check()  # SIGINT/SIGTERM: stop here, between two Ray calls
             if time.monotonic() - slots_at > 5:  # nodes come and go (autoscaler, failures)
                 slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
             # Keep downloads at most max_downloads ahead of what detection can take.
@@ -559,10 +561,11 @@ def run_survey(
         # Ray's output goes to DIR/logs/; SIGINT/SIGTERM end the run cleanly (see logs.py, signals.py).
         with log, signals.interruptible():
             embedded = options.address is None and not os.environ.get("RAY_ADDRESS")
+            signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
             runtime = connect(
                 options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget
             )
-            signals.install()  # ray.init installs its own SIGTERM handler
+            signals.install(defer=True)  # ray.init installs its own SIGTERM handler
             progress = make_progress(options.progress, len(todo), log.terminal, log=log.path)
             try:
                 survey = Survey(store, settings, options, run_id, progress, on_event, impact, log, embedded)

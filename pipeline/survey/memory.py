@@ -21,6 +21,8 @@ or ``PANS_SURVEY_MEMORY_GB`` sets the embedded runtime's ``memory`` resource (te
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,9 @@ ACTIVATION_COPIES = 4
 
 #: Host copies of the weights while a checkpoint is loaded (state dict + module parameters).
 LOAD_COPIES = 2
+
+#: Longest building the model or its meta forward may take on the driver before it counts as unknown.
+FORWARD_SECONDS = 10.0
 
 #: The smallest request: a model too small to estimate still takes some room.
 MIN_BYTES = 64 * 2**20
@@ -92,10 +97,11 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
 
     source = SOURCES.get(ref.source)()
     try:
-        info = source.info(ref)
-        with torch.device("meta"):
-            model = source.build(ref)
-    except Exception as exc:  # some architectures cannot be built on the meta device
+        with _time_limit(FORWARD_SECONDS):
+            info = source.info(ref)
+            with torch.device("meta"):
+                model = source.build(ref)
+    except (Exception, _TooSlow) as exc:  # some architectures cannot be built on the meta device
         return MemoryEstimate(None, None, None, None, None, note=f"not estimated: {type(exc).__name__}")
     params = sum(p.numel() for p in model.parameters())
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
@@ -126,14 +132,44 @@ def _largest_activation(model: Any, shape: tuple[int, ...]) -> int | None:
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _time_limit(FORWARD_SECONDS):
             model.eval()(torch.empty(shape, device="meta"))
-    except Exception:
+    except (Exception, _TooSlow):
         return None
     finally:
         for h in handles:
             h.remove()
     return largest
+
+
+class _TooSlow(BaseException):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """End the block with _TooSlow after ``seconds`` (main thread only; elsewhere no limit).
+
+    The meta forward runs the model's own Python code on the driver: a forward that sleeps or
+    waits on something (user code can) must not stall the survey.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise _TooSlow
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def node_memory() -> list[float]:
