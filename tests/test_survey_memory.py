@@ -28,7 +28,9 @@ from tests.test_survey import SMALL, py
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Lines Ray prints on its own (loggers, the raylet's memory-monitor reports, C++ dumps).
-RAY_NOISE = re.compile(r"\(raylet\)|\bWARNING\b|\bINFO\b|worker\.py|\*\*\* |Traceback|memory monitor|SIGTERM received")
+RAY_NOISE = re.compile(
+    r"\(raylet\)|\bWARNING\b|\bINFO\b|worker\.py|\*\*\* |Traceback|SIGTERM received|running low on memory|memory users"
+)
 
 
 # -- the estimate (no Ray) -------------------------------------------------------------------
@@ -222,3 +224,30 @@ def test_a_forward_that_blocks_is_not_estimated_and_does_not_stall(tmp_path: Pat
     est = memory.estimate(resolve_spec(f"py:{factory}:make")[0], SMALL)
     assert time.monotonic() - started < 10
     assert est.activation_bytes is None and est.params == 3 * 4 * 9 + 4 and est.known
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_memory_monitor_kills_end_as_failures_not_an_endless_loop(tmp_path: Path) -> None:
+    # Ray's memory monitor told the node is always full: it kills every task it sees. Ray alone
+    # would re-run the tasks for ever; the survey re-runs each a bounded number of times, then
+    # records it, one line per model on the terminal, the monitor's reports in the log.
+    out = tmp_path / "results"
+    env = {"RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "200",
+           "PANS_TEST_SLOW_SECONDS": "5"}
+    started = time.monotonic()
+    proc = _survey(out, [py("slow_cnn"), py("tiny_cnn")], "--progress", "lines", env=env)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        _end_group(proc)
+    assert time.monotonic() - started < 240
+    assert proc.returncode == 1, stdout + stderr  # nothing could be done
+    failures = ResultStore(out).read("failures").to_pylist()
+    assert len(failures) == 2 and {f["error_type"] for f in failures} == {"OutOfMemoryError"}
+    assert all(f["message"].startswith("out of memory") and "memory monitor" in f["message"] for f in failures)
+    log = next((out / "logs").glob("survey-*.log"))
+    events = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert len(events) == 2 and all(f"details: {log}" in line for line in events), stdout
+    assert stderr == "" and not [line for line in stdout.splitlines() if RAY_NOISE.search(line)], stdout
+    assert "killed due to the node running low on memory" in log.read_text()  # Ray's report, in full

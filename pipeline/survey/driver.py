@@ -31,7 +31,7 @@ from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.logs import SurveyLog
-from pipeline.survey.memory import fmt_gb
+from pipeline.survey.memory import oom_message
 from pipeline.survey.progress import Counts, Progress, make_progress
 
 #: How often the driver wakes up when nothing finishes (to check timeouts, refresh the bar).
@@ -121,6 +121,7 @@ class _Job:
     started: float | None = None  # driver clock when the detect task reported its start
     memory: int | None = None  # bytes asked of Ray's memory resource (None: not estimated)
     oom_retried: bool = False
+    fetch_tries: int = 0  # fetches re-run after a memory kill or a lost node
     details: str | None = None  # set when the log holds this model's full error text
 
 
@@ -284,7 +285,9 @@ class Survey:
     def _submit_fetch(self, job: _Job) -> None:
         from pipeline.survey.tasks import fetch_task
 
-        ref = fetch_task.options(max_retries=self.options.max_retries).remote(job.key, job.ref)
+        # No Ray retries (see _submit_detect): a fetch killed for memory someone else used, or lost
+        # with its node, is re-run by _fetched, max_retries times.
+        ref = fetch_task.options(max_retries=0).remote(job.key, job.ref)
         self.fetching[ref] = job
 
     def _submit_detect(self, job: _Job) -> None:
@@ -311,7 +314,14 @@ class Survey:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            self._fail(job, "fetch", type(exc).__name__, _first_line(exc))
+            self._detail(job, f"fetch: {type(exc).__name__}", str(exc))
+            if isinstance(exc, (ray.exceptions.OutOfMemoryError, *_lost_errors())):
+                job.fetch_tries += 1
+                if job.fetch_tries <= self.options.max_retries:
+                    self._submit_fetch(job)
+                    return
+            message = oom_message(exc, job.memory) if isinstance(exc, ray.exceptions.OutOfMemoryError) else None
+            self._fail(job, "fetch", type(exc).__name__, message or _first_line(exc))
             return
         job.fetch_node, job.fetch_seconds, job.fetched = out.node_id, out.seconds, out.fetched
         if out.error is not None:
@@ -326,7 +336,7 @@ class Survey:
             out = ray.get(ref)
         except ray.exceptions.OutOfMemoryError as exc:  # the host ran out: Ray's memory monitor killed it
             self._detail(job, "out of memory (killed by Ray's memory monitor)", str(exc))
-            self._oom(job, type(exc).__name__, _first_line(exc), None, host=True)
+            self._oom(job, type(exc).__name__, oom_message(exc, job.memory), None, host=True)
             return
         except _lost_errors() as exc:  # the worker or its node died: run it again, up to max_retries times
             self._lost(job, exc)
@@ -405,8 +415,7 @@ class Survey:
         whole node to itself, then a failure record."""
         if job.oom_retried:
             if host:
-                need = f" (~{fmt_gb(job.memory)} estimated)" if job.memory else ""
-                message = f"out of memory{need}: killed by Ray's memory monitor twice, once alone on its node"
+                message = f"{message}; twice, the second time alone on its node"
             self._fail(job, "detect", error_type, message, node=node)
             return
         job.oom_retried = True

@@ -198,3 +198,16 @@ def retry_request(est_bytes: int | None, nodes: list[float]) -> int | None:
     if not nodes:
         return est_bytes
     return int(max(nodes))
+
+
+def oom_message(exc: BaseException, asked: int | None) -> str:
+    """One line for a task Ray's memory monitor killed: the estimate and the node's state.
+
+    Ray's own text (a hundred lines naming the node's top memory users) goes to the survey log.
+    """
+    import re
+
+    need = f" (estimated ~{fmt_gb(asked)})" if asked else ""
+    m = re.search(r"was ([\d.]+)GB used / ([\d.]+)GB limit", str(exc))
+    node = f", node at {float(m.group(1)):.1f} of {float(m.group(2)):.1f} GB" if m else ""
+    return f"out of memory{need}: killed by Ray's memory monitor{node}"
