@@ -251,3 +251,12 @@ def test_memory_monitor_kills_end_as_failures_not_an_endless_loop(tmp_path: Path
     assert len(events) == 2 and all(f"details: {log}" in line for line in events), stdout
     assert stderr == "" and not [line for line in stdout.splitlines() if RAY_NOISE.search(line)], stdout
     assert "killed due to the node running low on memory" in log.read_text()  # Ray's report, in full
+
+
+def test_gpu_share_grows_with_the_device_estimate() -> None:
+    gpu = 24e9
+    assert memory.gpu_share_for(2e9, gpu, 0.25) == (0.25, None)  # fits a quarter
+    assert memory.gpu_share_for(13e9, gpu, 0.25) == (0.75, None)  # 54% of the GPU: three quarters
+    assert memory.gpu_share_for(13e9, None, 0.25) == (0.25, None)  # GPU size unknown: as asked
+    _, why = memory.gpu_share_for(30e9, gpu, 0.25)
+    assert why == "needs ~30 GB of GPU memory, a GPU has 24 GB"

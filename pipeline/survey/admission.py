@@ -26,6 +26,8 @@ class Admission:
         self.wait = feasibility.check_request(request, embedded=embedded, wait_for_nodes=wait_for_nodes)
         self.can_grow = self.wait is not None or (not embedded and feasibility.has_autoscaler())
         self.gpus = gpus
+        # One GPU's memory, to size each model's GPU share (None: no GPU, or not up yet).
+        self.gpu_bytes = memory.gpu_memory() if gpus > 0 and self.wait is None else None
         self.nodes: list[float] = []
         self._read_at = 0.0
         self.refresh()
@@ -36,10 +38,11 @@ class Admission:
         if not self.nodes or now - self._read_at > 5:
             self.nodes, self._read_at = memory.node_memory(), now
 
-    def admit(self, ref: ModelRef, settings: DetectSettings) -> tuple[memory.MemoryEstimate, str | None]:
-        """The model's estimate, and why no node can hold it (None: admitted)."""
+    def admit(self, ref: ModelRef, settings: DetectSettings) -> tuple[memory.MemoryEstimate, float, str | None]:
+        """The model's estimate, its GPU share, and why no node can hold it (None: admitted)."""
         est = memory.estimate(ref, settings, on_gpu=self.gpus > 0)
-        return est, memory.no_room(est, self.nodes, can_grow=self.can_grow)
+        share, no_gpu = memory.gpu_share_for(est.device_bytes, self.gpu_bytes, self.gpus)
+        return est, share, no_gpu or memory.no_room(est, self.nodes, can_grow=self.can_grow)
 
     def waiting(self) -> str | None:
         """A progress line while no node can run a task yet ("waiting for GPU nodes ..., 0:42")."""

@@ -275,7 +275,7 @@ class Survey:
     def _admit_and_fetch(self, job: _Job) -> None:
         """Estimate the model's memory; one that no node can hold is a failure now, never a task."""
         self.admission.refresh()
-        est, refused = self.admission.admit(job.ref, job.settings)
+        est, job.gpus, refused = self.admission.admit(job.ref, job.settings)
         job.memory = est.host_bytes
         if refused is not None:
             self._fail(job, "memory", "InsufficientMemory", refused)

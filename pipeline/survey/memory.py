@@ -211,3 +211,44 @@ def oom_message(exc: BaseException, asked: int | None) -> str:
     m = re.search(r"was ([\d.]+)GB used / ([\d.]+)GB limit", str(exc))
     node = f", node at {float(m.group(1)):.1f} of {float(m.group(2)):.1f} GB" if m else ""
     return f"out of memory{need}: killed by Ray's memory monitor{node}"
+
+
+#: GPU shares are rounded up to quarters (the default share is a quarter of one GPU).
+SHARE_STEP = 0.25
+
+
+def gpu_share_for(device_bytes: int | None, gpu_bytes: float | None, requested: float) -> tuple[float, str | None]:
+    """The GPU share a model needs so its device memory fits its share of one GPU.
+
+    Ray has no GPU-memory resource; the argued equivalent is the GPU share itself: with
+    ``torch.cuda.set_per_process_memory_fraction`` capping each task to its share (issue 11,
+    point 4), a model estimated at 60% of a GPU asks for 0.75 of it, and never sits beside
+    three others. Returns (share, why it fits on no GPU or None). Unknown sizes keep ``requested``.
+    """
+    import math
+
+    if not device_bytes or not gpu_bytes or requested <= 0 or requested >= 1:
+        return requested, None
+    if device_bytes > gpu_bytes:
+        return requested, f"needs ~{fmt_gb(device_bytes)} of GPU memory, a GPU has {fmt_gb(gpu_bytes)}"
+    need = math.ceil(device_bytes / gpu_bytes / SHARE_STEP) * SHARE_STEP
+    return max(requested, min(1.0, need)), None
+
+
+def gpu_memory(timeout: float = 30.0) -> float | None:
+    """Total memory of one GPU of the cluster, read by a tiny task on a GPU node (None: unknown,
+    e.g. no GPU node up yet, or logical GPUs without CUDA)."""
+    import ray
+
+    @ray.remote(num_cpus=0, num_gpus=0.01, max_retries=0)
+    def probe() -> float | None:
+        import torch
+
+        return float(torch.cuda.get_device_properties(0).total_memory) if torch.cuda.is_available() else None
+
+    ref = probe.remote()
+    try:
+        return ray.get(ref, timeout=timeout)
+    except Exception:
+        ray.cancel(ref, force=True)
+        return None
