@@ -260,3 +260,17 @@ def test_gpu_share_grows_with_the_device_estimate() -> None:
     assert memory.gpu_share_for(13e9, None, 0.25) == (0.25, None)  # GPU size unknown: as asked
     _, why = memory.gpu_share_for(30e9, gpu, 0.25)
     assert why == "needs ~30 GB of GPU memory, a GPU has 24 GB"
+
+
+def test_detect_at_a_size_that_measures_nothing_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    # Issue 11 point 9: at 1x1 px every padded neuron is skipped; no empty model is written.
+    from pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["detect", py("tiny_cnn"), "--image-size", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no padded convolution keeps positions clear of the padding" in err[0]
+    assert "0 neurons measured, 20 skipped" in err[0]
+    assert not out.exists()
+    # A size at which some neurons are measured still works (the others are reported as skipped).
+    assert main(["detect", py("tiny_cnn"), "--image-size", "4", "--out", str(out)]) == 0
