@@ -523,6 +523,8 @@ def run_survey(
         raise PanSurveyError(f"--gpus-per-model {share:g}: use a fraction of one GPU (0-1) or a whole number of GPUs")
     _check_settings(settings, options)
     budget = budget_bytes(options.memory_budget_gb)
+    if options.memory_budget_gb is not None and (options.address or os.environ.get("RAY_ADDRESS")):
+        raise PanSurveyError("--memory-budget sizes the local runtime; on a cluster use ray start --memory")
     if impact is not None:
         impact = prepared_impact(impact)
     started = time.monotonic()

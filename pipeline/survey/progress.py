@@ -152,7 +152,8 @@ class RichProgress:
         if record.status != "done":
             from rich.text import Text
 
-            self.bar.console.print(Text.assemble(("failed ", "red"), event_line(record)), overflow="ellipsis")
+            line = Text.assemble(("failed ", "red"), event_line(record))
+            self.bar.console.print(line, no_wrap=True, overflow="ellipsis")
         self.update(counts)
 
     def close(self) -> None:
