@@ -147,7 +147,7 @@ def _intervals(trace: Path) -> dict[str, tuple[float, float]]:
 def test_memory_budget_serialises_refuses_and_keeps_the_terminal_quiet(tmp_path: Path) -> None:
     out, trace = tmp_path / "results", tmp_path / "trace.txt"
     specs = [py("tiny_cnn"), py("huge_head"), py("mid_a"), py("mid_b"), py("stem_then_padding")]
-    env = {memory.BUDGET_ENV: "0.25", "PANS_TEST_TRACE": str(trace), "PANS_TEST_SLOW_SECONDS": "1.5"}
+    env = {memory.BUDGET_ENV: "0.35", "PANS_TEST_TRACE": str(trace), "PANS_TEST_SLOW_SECONDS": "1.5"}
     proc = _survey(out, specs, "--progress", "lines", env=env)
     try:
         stdout, stderr = proc.communicate(timeout=300)
@@ -155,10 +155,11 @@ def test_memory_budget_serialises_refuses_and_keeps_the_terminal_quiet(tmp_path:
         _end_group(proc)
     assert proc.returncode == 0, stdout + stderr
 
+    # Estimates (random init): tiny_cnn 0.13 GB, mid_a and mid_b 0.20 GB each, huge_head 0.61 GB.
     # The model bigger than the budget is refused before any task: the first event of the run.
     lines = stdout.splitlines()
     assert lines[0].startswith("[1/5] py:") and "huge_head" in lines[0], stdout
-    assert "needs ~0.54 GB of host memory, the largest node has 0.25 GB" in lines[0]
+    assert "needs ~0.61 GB of host memory, the largest node has 0.35 GB" in lines[0]
     failures = {r["model_id"].rsplit(":", 1)[1]: r for r in ResultStore(out).read("failures").to_pylist()}
     assert set(failures) == {"huge_head", "stem_then_padding"}
     assert failures["huge_head"]["stage"] == "memory"
