@@ -10,6 +10,7 @@ out-of-memory kill.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pipeline.survey import feasibility, memory
@@ -41,6 +42,8 @@ class Admission:
     def admit(self, ref: ModelRef, settings: DetectSettings) -> tuple[memory.MemoryEstimate, float, str | None]:
         """The model's estimate, its GPU share, and why no node can hold it (None: admitted)."""
         est = memory.estimate(ref, settings, on_gpu=self.gpus > 0)
+        if not any(self.nodes):  # a cluster whose nodes report no memory resource: ask for none
+            est = replace(est, host_bytes=None)
         share, no_gpu = memory.gpu_share_for(est.device_bytes, self.gpu_bytes, self.gpus)
         return est, share, no_gpu or memory.no_room(est, self.nodes, can_grow=self.can_grow)
 
