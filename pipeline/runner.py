@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.detect import detect_pans
+from pipeline.errors import PanSurveyError
 from pipeline.probes import make_probe, probe_label
 from pipeline.schema import table_from_rows
 from pipeline.settings import DetectSettings
@@ -37,6 +38,7 @@ def detect_loaded(
         reference=settings.reference,
     )
     s = result.summary
+    _check_measured(loaded.model_id, s, images.shape)
     row: dict[str, Any] = {
         **loaded.record(),
         "config_id": cfg_id,
@@ -55,6 +57,17 @@ def detect_loaded(
         "created_at": dt.datetime.now(dt.UTC),
     }
     return {"neurons": result.neurons, "layers": result.layers, "models": table_from_rows("models", [row])}
+
+
+def _check_measured(model_id: str, summary: dict[str, Any], shape: Any) -> None:
+    """A model whose every padded convolution was skipped measured nothing: that is an error
+    (exit 2 in ``pans detect``, the model's failure in a survey), not a row of zeros."""
+    if summary["padded_neurons"] == 0 and summary["skipped_neurons"] > 0:
+        h, w = int(shape[2]), int(shape[3])
+        raise PanSurveyError(
+            f"{model_id}: at a {h}x{w} px input no padded convolution keeps positions clear of the padding "
+            f"(0 neurons measured, {summary['skipped_neurons']} skipped); use a larger --image-size"
+        )
 
 
 def run_model(ref: ModelRef | str, settings: DetectSettings, *, run_id: str | None = None) -> dict[str, pa.Table]:

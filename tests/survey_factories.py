@@ -41,7 +41,8 @@ class _Hangs(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(3600)  # a model stuck in its forward pass (a deadlock, a pathological kernel)
+        if x.device.type != "meta":  # (the survey's memory estimate runs it on the meta device)
+            time.sleep(3600)  # a model stuck in its forward pass (a deadlock, a pathological kernel)
         return self.conv(x)
 
 
@@ -94,11 +95,73 @@ class _Slow(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import os
 
-        time.sleep(float(os.environ.get("PANS_TEST_SLOW_SECONDS", "0")))
+        if x.device.type != "meta":  # (the survey's memory estimate runs it on the meta device)
+            time.sleep(float(os.environ.get("PANS_TEST_SLOW_SECONDS", "0")))
         return self.conv(x)
 
 
 def slow_cnn() -> nn.Module:
     model = _Slow()
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+class _WideHead(nn.Module):
+    """A padded convolution and a wide linear head: ``features`` x 1024 weights (4 bytes each).
+
+    Each forward pass appends ``NAME START END`` to ``$PANS_TEST_TRACE`` (when set) and sleeps
+    ``PANS_TEST_SLOW_SECONDS``, so a test can tell whether two models ran at the same time.
+    """
+
+    def __init__(self, name: str, features: int) -> None:
+        super().__init__()
+        self.name = name
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(8)
+        self.fc = nn.Linear(1024, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+
+        start = time.time()
+        if x.device.type != "meta":  # the survey's memory estimate runs it on the meta device
+            time.sleep(float(os.environ.get("PANS_TEST_SLOW_SECONDS", "0")))
+        y = self.fc(self.pool(self.conv(x)).flatten(1))
+        trace = os.environ.get("PANS_TEST_TRACE")
+        if trace and x.device.type != "meta":
+            with open(trace, "a") as f:
+                f.write(f"{self.name} {start} {time.time()}\n")
+        return y
+
+
+def _wide(name: str, features: int) -> nn.Module:
+    model = _WideHead(name, features)
+    model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    return model
+
+
+def mid_a() -> nn.Module:
+    """~67 MB of weights (16.8 M parameters): estimated ~0.2 GB, two do not fit a 0.35 GB budget, one does."""
+    return _wide("mid_a", 16384)
+
+
+def mid_b() -> nn.Module:
+    return _wide("mid_b", 16384)
+
+
+def huge_head() -> nn.Module:
+    """~270 MB of weights (67 M parameters): estimated ~0.6 GB, more than a 0.35 GB budget holds."""
+    return _wide("huge_head", 65536)
+
+
+def stem_then_padding() -> nn.Module:
+    """A 16x16 stride-16 stem, then padded convolutions: at 32 px they see 2x2 maps, all padding."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 16, stride=16),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     model.pretrained_cfg = {"input_size": (3, 32, 32)}
     return model

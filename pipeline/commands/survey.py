@@ -8,6 +8,7 @@ model it has just loaded and the neurons it has just detected; the impact option
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pipeline.commands import command
 from pipeline.commands.common import add_detect_options, settings_from_args
@@ -45,6 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local runtime (default: all)")
     g.add_argument(
+        "--memory-budget",
+        type=positive_float,
+        default=None,
+        metavar="GB",
+        help="host memory the local runtime gives to models (default: $PANS_SURVEY_MEMORY_GB, else Ray's share "
+        "of RAM); models are scheduled so their estimates fit, a model bigger than every node fails at once",
+    )
+    g.add_argument(
+        "--wait-for-nodes",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="on a cluster that can grow, wait at most S seconds for nodes that can run a model "
+        "(default: wait on an autoscaling cluster, fail at once otherwise)",
+    )
+    g.add_argument(
         "--progress",
         choices=("auto", "bar", "lines", "off"),
         default="auto",
@@ -65,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.sources import collect_specs
     from pipeline.survey import SurveyOptions, run_survey
     from pipeline.survey.progress import print_summary
+    from pipeline.survey.signals import SurveyInterrupted
 
     impact = None
     if args.impact:
@@ -86,8 +104,15 @@ def run(args: argparse.Namespace) -> int:
         random_init=args.random_init,
         progress=args.progress,
         num_cpus=args.num_cpus,
+        memory_budget_gb=args.memory_budget,
+        wait_for_nodes=args.wait_for_nodes,
     )
-    summary = run_survey(specs, args.out, settings_from_args(args), options, impact=impact)
+    try:
+        summary = run_survey(specs, args.out, settings_from_args(args), options, impact=impact)
+    except SurveyInterrupted as exc:
+        print(f"pans survey: stopped by {exc}; finished models are saved in {args.out}, rerun to resume",
+              file=sys.stderr)
+        return exc.exit_code
     print_summary(summary)
     # Some failures are normal in a survey; only a run where nothing could be done is an error.
     return 1 if summary.failed and not (summary.done or summary.skipped) else 0

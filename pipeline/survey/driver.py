@@ -16,6 +16,7 @@ tables are written as usual.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,6 +32,8 @@ from pipeline.options import gpu_share_problem
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
+from pipeline.survey.logs import SurveyLog
+from pipeline.survey.memory import oom_message
 from pipeline.survey.progress import Counts, Progress, make_progress
 
 #: How often the driver wakes up when nothing finishes (to check timeouts, refresh the bar).
@@ -46,10 +49,12 @@ class SurveyOptions:
     cpus_per_model: float = 1.0
     max_downloads: int = 4
     timeout_per_model: float | None = None  # seconds of detect time before the task is cancelled
-    max_retries: int = 3  # Ray re-runs of a task whose worker or node died
+    max_retries: int = 3  # re-runs of a task whose worker or node died (out-of-memory kills: at most one)
     random_init: bool = False
     progress: str = "auto"  # auto | bar | lines | off
     num_cpus: int | None = None  # size of an embedded runtime (default: the machine)
+    memory_budget_gb: float | None = None  # embedded runtime's memory resource (None: $PANS_SURVEY_MEMORY_GB)
+    wait_for_nodes: float | None = None  # seconds to wait for nodes that can run a task (None: see feasibility.py)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ModelRecord:
     task_seconds: float = 0.0
     pans: int = 0
     padded_neurons: int = 0
+    details: str | None = None  # the log file holding this failure's full text, when there is one
 
 
 @dataclass
@@ -84,6 +90,7 @@ class SurveySummary:
     folder_models: int = 0  # models with results in the folder under this config (all runs)
     folder_pans: int = 0
     impact_id: str | None = None  # with --impact: the impact settings' id (see pipeline/impact/settings.py)
+    log: Path | None = None  # DIR/logs/survey-RUN.log: Ray's own output and full error texts
 
     @property
     def done(self) -> int:
@@ -114,6 +121,10 @@ class _Job:
     fetch_seconds: float = 0.0
     fetched: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # driver clock when the detect task reported its start
+    memory: int | None = None  # bytes asked of Ray's memory resource (None: not estimated)
+    oom_retried: bool = False
+    fetch_tries: int = 0  # fetches re-run after a memory kill or a lost node
+    details: str | None = None  # set when the log holds this model's full error text
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -143,8 +154,12 @@ class Survey:
         progress: Progress,
         on_event: Callable[[str, ModelRecord], None] | None = None,
         impact: ImpactSettings | None = None,
+        log: SurveyLog | None = None,
+        embedded: bool = False,
     ) -> None:
         self.store = store
+        self.log = log
+        self.embedded = embedded
         self.settings = settings
         self.impact = impact
         self.options = options
@@ -177,6 +192,7 @@ class Survey:
             job.fetch_node,
             node,
             fetch_seconds=job.fetch_seconds,
+            details=job.details,
         )
         self._finish(rec)
 
@@ -194,11 +210,14 @@ class Survey:
     def run(self, refs: list[ModelRef]) -> list[ModelRecord]:
         import ray
 
+        from pipeline.survey.admission import Admission
         from pipeline.survey.board import StartBoard
         from pipeline.survey.runtime import gpu_share
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
+        # A request no node can ever meet fails here, before any task (see feasibility.py).
+        self.admission = Admission(gpus, cpus, embedded=self.embedded, wait_for_nodes=self.options.wait_for_nodes)
         cfg = self.settings.config_id
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
@@ -212,6 +231,8 @@ class Survey:
         try:
             self._loop(pending, gpus, cpus)
         finally:
+            for ref in [*self.fetching, *self.detecting]:  # stopped early: leave nothing queued in Ray
+                ray.cancel(ref, force=True)
             ray.kill(self.board)
         return self.records
 
@@ -223,10 +244,12 @@ class Survey:
     def _loop(self, pending: deque[_Job], gpus: float, cpus: float) -> None:
         import ray
 
+        from pipeline.survey import signals
         from pipeline.survey.runtime import detect_slots
 
         slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
         while pending or self.fetching or self.detecting:
+            signals.check()  # SIGINT/SIGTERM: stop here, between two Ray calls
             if time.monotonic() - slots_at > 5:  # nodes come and go (autoscaler, failures)
                 slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
             # Keep downloads at most max_downloads ahead of what detection can take.
@@ -235,7 +258,7 @@ class Survey:
                 and len(self.fetching) < self.options.max_downloads
                 and len(self.fetching) + len(self.detecting) < slots + self.options.max_downloads
             ):
-                self._submit_fetch(pending.popleft())
+                self._admit_and_fetch(pending.popleft())
             waiting = [*self.fetching, *self.detecting]
             ready, _ = ray.wait(waiting, num_returns=1, timeout=POLL_SECONDS)
             if ready:
@@ -248,18 +271,35 @@ class Survey:
             self._read_board()
             self._enforce_timeouts()
             self.counts.running = sum(j.started is not None for j in self.detecting.values())
+            self.counts.waiting = self.admission.waiting() if not self.counts.running else None
             self.progress.update(self.counts)
+
+    def _admit_and_fetch(self, job: _Job) -> None:
+        """Estimate the model's memory; one that no node can hold is a failure now, never a task."""
+        self.admission.refresh()
+        est, job.gpus, refused = self.admission.admit(job.ref, job.settings)
+        job.memory = est.host_bytes
+        if refused is not None:
+            self._fail(job, "memory", "InsufficientMemory", refused)
+            return
+        self._submit_fetch(job)
 
     def _submit_fetch(self, job: _Job) -> None:
         from pipeline.survey.tasks import fetch_task
 
-        ref = fetch_task.options(max_retries=self.options.max_retries).remote(job.key, job.ref)
+        # No Ray retries (see _submit_detect): a fetch killed for memory someone else used, or lost
+        # with its node, is re-run by _fetched, max_retries times.
+        ref = fetch_task.options(max_retries=0).remote(job.key, job.ref)
         self.fetching[ref] = job
 
     def _submit_detect(self, job: _Job) -> None:
         from pipeline.survey.tasks import detect_task
 
-        opts: dict[str, Any] = {"num_cpus": self.options.cpus_per_model, "max_retries": self.options.max_retries}
+        # No Ray retries: Ray re-runs a task killed for memory without end; the driver retries instead
+        # (see _lost and _oom), so every re-run is counted.
+        opts: dict[str, Any] = {"num_cpus": self.options.cpus_per_model, "max_retries": 0}
+        if job.memory:
+            opts["memory"] = job.memory
         if job.gpus > 0:
             opts["num_gpus"] = job.gpus
         if job.fetch_node:
@@ -276,7 +316,14 @@ class Survey:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            self._fail(job, "fetch", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
+            self._detail(job, f"fetch: {type(exc).__name__}", str(exc))
+            if isinstance(exc, (ray.exceptions.OutOfMemoryError, *_lost_errors())):
+                job.fetch_tries += 1
+                if job.fetch_tries <= self.options.max_retries:
+                    self._submit_fetch(job)
+                    return
+            message = oom_message(exc, job.memory) if isinstance(exc, ray.exceptions.OutOfMemoryError) else None
+            self._fail(job, "fetch", type(exc).__name__, message or one_line(exc, 2000, first_line_only=True))
             return
         job.fetch_node, job.fetch_seconds, job.fetched = out.node_id, out.seconds, out.fetched
         if out.error is not None:
@@ -290,9 +337,14 @@ class Survey:
         try:
             out = ray.get(ref)
         except ray.exceptions.OutOfMemoryError as exc:  # the host ran out: Ray's memory monitor killed it
-            self._oom(job, type(exc).__name__, one_line(exc, 2000, first_line_only=True), None)
+            self._detail(job, "out of memory (killed by Ray's memory monitor)", str(exc))
+            self._oom(job, type(exc).__name__, oom_message(exc, job.memory), None, host=True)
             return
-        except ray.exceptions.RayError as exc:  # worker/node died more often than max_retries, ...
+        except _lost_errors() as exc:  # the worker or its node died: run it again, up to max_retries times
+            self._lost(job, exc)
+            return
+        except ray.exceptions.RayError as exc:
+            self._detail(job, type(exc).__name__, str(exc))
             self._fail(job, "detect", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
             return
         if out.error is not None:
@@ -360,15 +412,35 @@ class Survey:
         )
         return False
 
-    def _oom(self, job: _Job, error_type: str, message: str, node: str | None) -> None:
-        """Out of memory: once more with twice the GPU share and half the batch, then a failure."""
-        if job.attempt >= 2:
+    def _oom(self, job: _Job, error_type: str, message: str, node: str | None, *, host: bool = False) -> None:
+        """Out of memory: once more with twice the GPU share, half the batch and (host memory) a
+        whole node to itself, then a failure record."""
+        if job.oom_retried:
+            if host:
+                message = f"{message}; twice, the second time alone on its node"
             self._fail(job, "detect", error_type, message, node=node)
             return
+        job.oom_retried = True
         job.attempt += 1
         job.gpus = min(1.0, job.gpus * 2) if job.gpus > 0 else 0.0
         job.settings = replace(job.settings, batch_size=max(1, job.settings.batch_size // 2))
+        if host:
+            job.memory = self.admission.after_oom(job.memory)
         self._submit_detect(job)
+
+    def _lost(self, job: _Job, exc: BaseException) -> None:
+        """A dead worker or node is not the model's fault: run it again (max_retries times)."""
+        if job.attempt > self.options.max_retries:
+            self._detail(job, type(exc).__name__, str(exc))
+            self._fail(job, "detect", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
+            return
+        job.attempt += 1
+        self._submit_detect(job)
+
+    def _detail(self, job: _Job, title: str, text: str) -> None:
+        if self.log is not None:
+            self.log.detail(f"{job.ref.model_id}: {title}", text)
+            job.details = str(self.log.path)
 
     def _read_board(self) -> None:
         import ray
@@ -410,6 +482,14 @@ def _affinity(node_id: str, *, spill: bool) -> Any:
     return NodeAffinitySchedulingStrategy(node_id, soft=True)
 
 
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    """Ray errors that mean the task's worker or node died under it (not the model's fault)."""
+    import ray.exceptions as rex
+
+    names = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError")
+    return tuple(getattr(rex, n) for n in names if hasattr(rex, n))
+
+
 def run_survey(
     specs: list[str],
     out: str | Path,
@@ -425,6 +505,8 @@ def run_survey(
     is then done when its impact tables are written too. ``on_event(status, record)`` is called on
     the driver as each model finishes (tests use it to stop a run part-way).
     """
+    from pipeline.survey import signals
+    from pipeline.survey.memory import budget_bytes
     from pipeline.survey.runtime import connect
 
     settings = settings or DetectSettings()
@@ -437,6 +519,9 @@ def run_survey(
     if share is not None and (problem := gpu_share_problem(share)):
         raise PanSurveyError(f"--gpus-per-model {share:g}: {problem}")
     _check_settings(settings, options)
+    budget = budget_bytes(options.memory_budget_gb)
+    if options.memory_budget_gb is not None and (options.address or os.environ.get("RAY_ADDRESS")):
+        raise PanSurveyError("--memory-budget sizes the local runtime; on a cluster use ray start --memory")
     if impact is not None:
         impact = prepared_impact(impact)
     started = time.monotonic()
@@ -471,20 +556,31 @@ def run_survey(
         or (impact is not None and not store.path("impact", impact_key(r.model_id, cfg, impact.impact_id)).is_file())
     ]
     skipped = len(refs) - len(todo)
+    log = SurveyLog(store.root, run_id)
     if todo:
-        runtime = connect(options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads)
-        progress = make_progress(options.progress, len(todo))
-        try:
-            survey = Survey(store, settings, options, run_id, progress, on_event, impact)
-            records += survey.run(todo)
-        finally:
-            progress.close()
-            runtime.close()
+        # Ray's output goes to DIR/logs/; SIGINT/SIGTERM end the run cleanly (see logs.py, signals.py).
+        with log, signals.interruptible():
+            embedded = options.address is None and not os.environ.get("RAY_ADDRESS")
+            signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
+            runtime = connect(
+                options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget
+            )
+            signals.install(defer=True)  # ray.init installs its own SIGTERM handler
+            progress = make_progress(options.progress, len(todo), log.terminal, log=log.path)
+            try:
+                survey = Survey(store, settings, options, run_id, progress, on_event, impact, log, embedded)
+                records += survey.run(todo)
+            finally:
+                progress.close()
+                if runtime.owned and embedded:
+                    log.copy_session_logs()
+                runtime.close()
     summary = SurveySummary(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
     )
     summary.folder_models, summary.folder_pans = _folder_totals(store, cfg)
     summary.impact_id = impact.impact_id if impact is not None else None
+    summary.log = log.path if log.path.is_file() else None
     return summary
 
 

@@ -1,7 +1,9 @@
 """What the driver shows while a survey runs, and the summary it prints at the end.
 
-A live bar on a terminal (rich): done / failed / running, models per minute, ETA. In a log
-(``ray job submit``, CI) one line per finished model instead, so the log tells the same story.
+A live bar on a terminal (rich): done / failed / running, models per minute, ETA, and one line
+per failure (a 200-model survey fits one screen). In a log (``ray job submit``, CI) one line per
+finished model instead, so the log tells the same story. A failure whose full text went to the
+survey's log file (``DIR/logs/``) names it; so does the summary.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 if TYPE_CHECKING:
     from pipeline.survey.driver import ModelRecord, SurveySummary
@@ -21,6 +24,7 @@ class Counts:
     done: int = 0
     failed: int = 0
     running: int = 0
+    waiting: str | None = None  # what the survey waits for ("waiting for GPU nodes ..., 0:42"), if anything
 
     @property
     def finished(self) -> int:
@@ -43,6 +47,20 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
 
 
+#: Longest error message on a progress line (the whole text is in the failures table and the log).
+MESSAGE_CHARS = 160
+
+
+def event_line(record: ModelRecord, *, with_id: bool = True) -> str:
+    """One line for a failed model: what, why (short), and where the details are."""
+    message = " ".join((record.message or "").split())
+    if len(message) > MESSAGE_CHARS:
+        message = message[: MESSAGE_CHARS - 3] + "..."
+    why = f"{message or record.error_type} ({record.stage}: {record.error_type})"
+    line = f"{record.model_id}: {why}, recorded as failed" if with_id else f"{why}, recorded as failed"
+    return line + (f"; details: {record.details}" if record.details else "")
+
+
 class Progress(Protocol):
     def update(self, counts: Counts) -> None: ...
     def finished(self, record: ModelRecord, counts: Counts) -> None: ...
@@ -63,16 +81,25 @@ class NullProgress:
 class LineProgress:
     """One line per finished model (for logs, where a redrawn bar is noise)."""
 
-    def __init__(self, stream=None) -> None:
+    #: Seconds between two "waiting for ..." lines.
+    WAIT_EVERY = 30.0
+
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.t0 = time.monotonic()
+        self._waited: float | None = None
 
     def update(self, counts: Counts) -> None:
-        pass
+        now = time.monotonic()
+        if counts.waiting is None:
+            self._waited = None
+        elif self._waited is None or now - self._waited >= self.WAIT_EVERY:
+            self._waited = now
+            print(counts.waiting, file=self.stream, flush=True)
 
     def finished(self, record: ModelRecord, counts: Counts) -> None:
         per_min, eta = rate_and_eta(counts, time.monotonic() - self.t0)
-        what = f"{record.pans} PANs" if record.status == "done" else f"FAILED at {record.stage}: {record.error_type}"
+        what = f"{record.pans} PANs" if record.status == "done" else f"FAILED: {event_line(record, with_id=False)}"
         print(
             f"[{counts.finished}/{counts.total}] {record.model_id}: {what} | done {counts.done} failed {counts.failed} "
             f"running {counts.running} | {per_min:.1f} models/min | ETA {_fmt_eta(eta)}",
@@ -87,7 +114,8 @@ class LineProgress:
 class RichProgress:
     """A live bar redrawn in place on a terminal."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.t0 = time.monotonic()
@@ -98,9 +126,13 @@ class RichProgress:
             TextColumn("done {task.fields[done]}  failed {task.fields[failed]}  running {task.fields[running]}"),
             TextColumn("{task.fields[rate]} models/min  ETA {task.fields[eta]}"),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[waiting]}"),
             transient=False,
+            console=Console(file=stream or sys.stdout),
         )
-        self.task = self.bar.add_task("survey", total=total, done=0, failed=0, running=0, rate="0.0", eta="--:--")
+        self.task = self.bar.add_task(
+            "survey", total=total, done=0, failed=0, running=0, rate="0.0", eta="--:--", waiting=""
+        )
         self.bar.start()
 
     def update(self, counts: Counts) -> None:
@@ -113,27 +145,39 @@ class RichProgress:
             running=counts.running,
             rate=f"{per_min:.1f}",
             eta=_fmt_eta(eta),
+            waiting=counts.waiting or "",
         )
 
     def finished(self, record: ModelRecord, counts: Counts) -> None:
         if record.status != "done":
             from rich.text import Text
 
-            why = f"{record.model_id} at {record.stage}: {record.error_type}: {record.message}"
-            self.bar.console.print(Text.assemble(("failed ", "red"), why))
+            line = Text.assemble(("failed ", "red"), event_line(record))
+            self.bar.console.print(line, no_wrap=True, overflow="ellipsis")
         self.update(counts)
 
     def close(self) -> None:
         self.bar.stop()
 
 
-def make_progress(mode: str, total: int) -> Progress:
-    """``auto``: a bar on a terminal, lines otherwise; ``bar``, ``lines`` or ``off`` to choose."""
+def make_progress(mode: str, total: int, stream: TextIO | None = None, *, log: Path | None = None) -> Progress:
+    """``auto``: a bar on a terminal, lines otherwise; ``bar``, ``lines`` or ``off`` to choose.
+
+    ``stream``: where the progress goes (the terminal as it was before Ray's output was redirected).
+    """
     if mode == "off":
         return NullProgress()
-    if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
-        return RichProgress(total)
-    return LineProgress()
+    stream = stream or sys.stdout
+    if mode == "bar" or (mode == "auto" and _isatty(stream)):
+        return RichProgress(total, stream)
+    return LineProgress(stream)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def print_summary(summary: SurveySummary, stream=None) -> None:
@@ -165,8 +209,7 @@ def print_summary(summary: SurveySummary, stream=None) -> None:
     console.print(table)
     failures = [r for r in summary.models if r.status == "failed"]
     for rec in failures[:10]:
-        why = f"  failed: {rec.model_id} at {rec.stage}: {rec.error_type}: {rec.message}"
-        console.print(why, markup=False, soft_wrap=True)
+        console.print(f"  failed: {event_line(rec)}", markup=False, soft_wrap=True)
     if len(failures) > 10:
         console.print(f"  ... and {len(failures) - 10} more (see {summary.out}/failures/)", markup=False)
     console.print(
@@ -177,3 +220,5 @@ def print_summary(summary: SurveySummary, stream=None) -> None:
         console.print(f"impact:  {summary.out}/impact*/  (impact settings {summary.impact_id})", markup=False)
     console.print(f"report:  pans report {summary.out} --out {summary.out}/report.html", markup=False)
     console.print(f"query:   pans query {summary.out} @pans_per_model", markup=False)
+    if summary.log:
+        console.print(f"log:     {summary.log}  (Ray's own output, full error texts)", markup=False)

@@ -31,12 +31,19 @@ class Runtime:
 
 
 def connect(
-    address: str | None = None, *, num_cpus: int | None = None, max_downloads: int = 4, log_to_driver: bool = False
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    max_downloads: int = 4,
+    log_to_driver: bool = False,
+    memory: int | None = None,
 ) -> Runtime:
     """Embedded runtime sized to this machine when no address is given (and no RAY_ADDRESS is set);
     otherwise join a running cluster (``auto``, ``host:port`` or a ``ray://`` client address).
 
     A process already connected to Ray (tests, a Ray job's own driver) keeps its connection.
+    ``memory``: the embedded runtime's ``memory`` resource in bytes (the survey's memory budget;
+    on a cluster each node's comes from ``ray start --memory``).
     """
     import ray
 
@@ -54,7 +61,10 @@ def connect(
                 num_cpus=num_cpus,
                 # Fetch tasks take no CPU slot, so Ray counts their workers as surplus and kills them
                 # when idle; each restart re-imports torch and timm (seconds). Keep them alive.
-                _system_config={"num_workers_soft_limit": cpus + max_downloads + 1},
+                # No Ray-side retries of out-of-memory kills (Ray's default: without end); the driver
+                # retries a killed model once, alone on the node (survey/driver.py, _oom).
+                _system_config={"num_workers_soft_limit": cpus + max_downloads + 1, "task_oom_retries": 0},
+                _memory=memory,
                 include_dashboard=False,
                 log_to_driver=log_to_driver,
                 logging_level="WARNING",
