@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.compact import recover
 from pipeline.errors import PanSurveyError
 from pipeline.impact.settings import ImpactSettings, impact_key
 from pipeline.settings import DetectSettings
@@ -44,6 +43,9 @@ class SurveyOptions:
     cpus_per_model: float = 1.0
     max_downloads: int = 4
     timeout_per_model: float | None = None  # seconds of detect time before the task is cancelled
+    #: Seconds from submitting a detect task until it must have reported its start (a task that hangs
+    #: before it starts, or whose start is lost, is still cancelled); None: 3 x timeout_per_model.
+    start_timeout: float | None = None
     max_retries: int = 3  # Ray re-runs of a task whose worker or node died
     random_init: bool = False
     progress: str = "auto"  # auto | bar | lines | off
@@ -112,6 +114,7 @@ class _Job:
     fetch_seconds: float = 0.0
     fetched: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # driver clock when the detect task reported its start
+    submitted: float = 0.0  # driver clock when the detect task was submitted
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -262,7 +265,7 @@ class Survey:
             opts["num_gpus"] = job.gpus
         if job.fetch_node:
             opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
-        job.started = None
+        job.started, job.submitted = None, time.monotonic()
         ref = detect_task.options(**opts).remote(
             job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
         )
@@ -300,9 +303,9 @@ class Survey:
                 self._fail(job, out.error.stage, out.error.error_type, out.error.message, node=out.node_id)
             return
         try:
-            self.store.write_model(out.tables, job.key)
-        except OSError as exc:
-            raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
+            self.store.write_model(out.tables, job.key)  # skipped when done (compacted): never twice
+        except OSError:
+            raise  # a full disk stops the survey (one line, from ResultStore.writing)
         except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
             self._fail(job, "write", type(exc).__name__, _first_line(exc), node=out.node_id)
             return
@@ -334,16 +337,14 @@ class Survey:
         key = job.impact_key
         if out.impact_error is None and out.impact_tables is not None:
             try:
-                for name in ("impact_classes", "impact_border", "impact"):  # impact last: it marks done
-                    self.store.write(name, key, out.impact_tables[name])
-            except OSError as exc:
-                raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
+                self.store.write_impact(out.impact_tables, key)  # impact last: it marks done
+            except OSError:
+                raise  # a full disk stops the survey (one line, from ResultStore.writing)
             except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
                 from pipeline.survey.tasks import TaskError
 
                 out.impact_error = TaskError.from_exception("impact", exc)
             else:
-                self.store.path("failures", key).unlink(missing_ok=True)
                 return True
         error = out.impact_error
         self.store.write_failure(
@@ -388,12 +389,18 @@ class Survey:
         limit = self.options.timeout_per_model
         if not limit:
             return
+        start_limit = self.options.start_timeout or 3 * limit
         now = time.monotonic()
         for ref, job in list(self.detecting.items()):
             if job.started is not None and now - job.started > limit:
-                ray.cancel(ref, force=True)
-                del self.detecting[ref]
-                self._fail(job, "timeout", "Timeout", f"no result after {limit:g} s; task cancelled")
+                why = f"no result after {limit:g} s; task cancelled"
+            elif job.started is None and now - job.submitted > start_limit:
+                why = f"the task did not report its start within {start_limit:g} s of submission; task cancelled"
+            else:
+                continue
+            ray.cancel(ref, force=True)
+            del self.detecting[ref]
+            self._fail(job, "timeout", "Timeout", why)
 
 
 def _affinity(node_id: str, *, spill: bool) -> Any:
@@ -428,8 +435,6 @@ def run_survey(
     is then done when its impact tables are written too. ``on_event(status, record)`` is called on
     the driver as each model finishes (tests use it to stop a run part-way).
     """
-    from pipeline.survey.runtime import connect
-
     settings = settings or DetectSettings()
     options = options or SurveyOptions()
     if not specs:
@@ -444,8 +449,21 @@ def run_survey(
         impact = prepared_impact(impact)
     started = time.monotonic()
     store = ResultStore(out)
-    store.ensure()
-    recover(store.root)  # finish a compaction that was interrupted, before reading the done-index
+    with store.writing("survey"):  # one writer per folder; finishes an interrupted compaction first
+        return _run_locked(store, specs, settings, options, impact, on_event, started)
+
+
+def _run_locked(
+    store: ResultStore,
+    specs: list[str],
+    settings: DetectSettings,
+    options: SurveyOptions,
+    impact: ImpactSettings | None,
+    on_event: Callable[[str, ModelRecord], None] | None,
+    started: float,
+) -> SurveySummary:
+    from pipeline.survey.runtime import connect
+
     run_id = new_run_id()
     cfg = settings.config_id
     config = run_config(settings, survey=asdict(options))
@@ -474,12 +492,14 @@ def run_survey(
             message=msg,
         )
         records.append(ModelRecord(spec, key, "failed", "resolve", type(exc).__name__, msg))
+    for spec in set(specs) - {spec for spec, _ in broken}:  # resolves now: its old resolve failure is void
+        store.clear_failure(file_key(spec, cfg))
     done = store.done_keys()
     todo = [
         r
         for r in refs
         if file_key(r.model_id, cfg) not in done
-        or (impact is not None and not store.path("impact", impact_key(r.model_id, cfg, impact.impact_id)).is_file())
+        or (impact is not None and not store.impact_done(impact_key(r.model_id, cfg, impact.impact_id)))
     ]
     skipped = len(refs) - len(todo)
     if todo:
