@@ -269,6 +269,12 @@ def test_read_commands_refuse_a_folder_that_is_not_results(tmp_path: Path) -> No
             assert not proc.stdout
 
 
+def test_stats_of_a_results_folder_with_nothing_yet_is_one_line(tmp_path: Path, capsys) -> None:
+    ResultStore(tmp_path / "r").ensure()
+    assert main(["stats", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'r'}: no results yet (no finished or failed models)\n"
+
+
 # -- one writer per folder ------------------------------------------------------------------------
 
 
