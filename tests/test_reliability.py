@@ -333,3 +333,21 @@ def test_py_and_local_dir_ids_are_portable(tmp_path: Path, monkeypatch) -> None:
     export.mkdir(parents=True)
     (export / "config.json").write_text('{"architecture": "resnet10t", "num_classes": 10}')
     assert resolve_spec("local-dir:exports/net")[0].model_id == "local-dir:exports/net"
+
+
+def test_a_broken_compacted_file_is_quarantined_and_a_rerun_restores_the_numbers(clean: tuple[Path, dict],
+                                                                                  tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(clean[0], root)
+    assert main(["compact", str(root)]) == 0
+    [marker] = (root / "models").glob("compacted-*.parquet")
+    marker.write_bytes(marker.read_bytes()[:100])  # a power cut on a disk that lied about fsync
+    bad = cli("query", str(root), "select count(*) from neurons")
+    assert bad.returncode == 2 and marker.name in bad.stderr
+    fixed = cli("verify", str(root), "--repair")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert results(root)["counts"] == [(0, 0, 0, 0)]  # its models' other rows went with it (orphans)
+    assert len(list((root / "quarantine").rglob("*.parquet"))) == 3
+    detect_all(root)  # the same command again redoes what was taken out
+    assert results(root) == clean[1]
+    verify_ok(root)

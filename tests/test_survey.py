@@ -20,7 +20,10 @@ QUIET = SurveyOptions(random_init=True, progress="off")
 
 
 def py(name: str) -> str:
-    return f"py:{FACTORIES}:{name}"
+    """The spec of a factory, written as its model id is (portable: relative to the working directory)."""
+    from pipeline.sources.base import portable_path
+
+    return f"py:{portable_path(FACTORIES)}:{name}"
 
 
 def consistent_models(out: Path) -> pa.Table:
@@ -56,7 +59,7 @@ def test_survey_writes_every_table_and_resumes(ray_local, tmp_path: Path) -> Non
         [
             "timm:resnet10t@random-init",
             "timm:mobilenetv3_small_050@random-init",
-            "py:tests/survey_factories.py:tiny_cnn",  # portable: relative to the working directory
+            py("tiny_cnn"),
         ]
     )
     assert set(models["run_id"].to_pylist()) == {first.run_id}
