@@ -146,6 +146,7 @@ def verify(root: str | Path) -> VerifyReport:
 
     _check_models(report, where, counts)
     _check_impact(report, where)
+    _check_unmarked_files(report)
     if (root / ".compact").is_dir() and any(p.is_dir() for p in (root / ".compact").iterdir()):
         report.notes.append(".compact/: an interrupted compaction; the next writer (or --repair) finishes it")
     return report
@@ -215,6 +216,25 @@ def _check_impact(report: VerifyReport, where: dict) -> None:
                                                f"{len(groups)} files"))
                 keep = sorted(groups)[0]
                 _take(report, table, key, {g: f for g, f in groups.items() if g != keep})
+
+
+def _unmarked(report: VerifyReport, tables: tuple[str, ...]) -> None:
+    """Per-model files without their own marker file (found even when they hold no rows)."""
+    marker = tables[-1]
+    for table in tables[:-1]:
+        folder = report.root / table
+        for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            if is_compacted(path) or path in report.whole or (report.root / marker / path.name).is_file():
+                continue
+            if path not in report.rows:  # rows already reported (orphan or duplicate): one line is enough
+                report.problems.append(Problem("orphan", table, f"{path.relative_to(report.root)}: no "
+                                               f"{marker}/{path.name} beside it (an interrupted or second write)"))
+            report.whole[path] = "orphan"
+
+
+def _check_unmarked_files(report: VerifyReport) -> None:
+    _unmarked(report, MODEL_TABLES)
+    _unmarked(report, IMPACT_TABLES)
 
 
 def _name(pair: tuple) -> str:

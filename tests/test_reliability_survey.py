@@ -4,6 +4,7 @@ a full disk, two writers, timeouts from submission, resolve failures that heal. 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -125,12 +126,13 @@ def test_a_task_that_never_reports_its_start_is_cancelled(ray_local, tmp_path: P
     assert [f["stage"] for f in failures] == ["timeout"]
 
 
-def _survey_process(root: Path, *specs: str, slow: float) -> subprocess.Popen:
+def _survey_process(root: Path, *specs: str, slow: float, env: dict[str, str] | None = None) -> subprocess.Popen:
     argv = ["survey", *specs, "--out", str(root), "--random-init", "--num-images", "2", "--image-size", "32",
             "--probe", "noise", "--num-cpus", "2", "--progress", "off"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PANS_TEST_SLOW_SECONDS": str(slow)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=env,
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "PANS_TEST_SLOW_SECONDS": str(slow),
+            **(env or {})}
+    full.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -169,3 +171,23 @@ def main_compact(root: Path) -> int:
     from pipeline.cli import main
 
     return main(["compact", str(root)])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigkill_of_the_survey_driver_between_a_models_files(ray_local, clean, tmp_path: Path) -> None:
+    """The driver dies after the second model's neurons and layers, before its done-marker is renamed in."""
+    root = tmp_path / "d"
+    proc = _survey_process(root, *MORE, slow=0, env={"PANS_FAULT": "rename:models", "PANS_FAULT_AFTER": "1"})
+    try:
+        log, _ = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)  # what the killed driver's Ray runtime left
+    assert proc.returncode == -9, log
+    assert len(ResultStore(root).done_keys()) == 1
+    assert cli("verify", str(root)).returncode == 1  # the half-written model's rows are orphans
+    again = run_survey(MORE, root, SETTINGS, QUIET)
+    assert (again.skipped, again.done) == (1, len(MORE) - 1)
+    assert results(root) == clean[1]
+    verify_ok(root)
