@@ -351,3 +351,25 @@ def test_a_broken_compacted_file_is_quarantined_and_a_rerun_restores_the_numbers
     detect_all(root)  # the same command again redoes what was taken out
     assert results(root) == clean[1]
     verify_ok(root)
+
+
+def test_impact_rows_only_for_done_models(clean: tuple[Path, dict], tmp_path: Path, capsys) -> None:
+    from pipeline.schema import table_from_rows
+
+    root = tmp_path / "d"
+    shutil.copytree(clean[0], root)
+    store = ResultStore(root)
+    row = {"model_id": "timm:never_detected", "config_id": "c0", "impact_id": "i0", "condition": "intact",
+           "metric": "images", "value": 4.0}
+    store.write("impact", "never-i0", table_from_rows("impact", [row]))  # no models row for it
+    done_id = clean[1]["models"][0][:2]
+    border = {"model_id": done_id[0], "config_id": done_id[1], "impact_id": "i1", "condition": "intact"}
+    store.write("impact_border", "half-i1", table_from_rows("impact_border", [border]))  # no impact marker
+    capsys.readouterr()
+    assert main(["verify", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "impact rows of a model that is not done" in out and "without their impact marker" in out
+    assert main(["verify", str(root), "--repair"]) == 0
+    assert sorted(p.name for p in (root / "quarantine").rglob("*.parquet")) == ["half-i1.parquet", "never-i0.parquet"]
+    assert results(root) == clean[1]
+    assert main(["verify", str(root)]) == 0
