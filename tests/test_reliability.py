@@ -373,3 +373,26 @@ def test_impact_rows_only_for_done_models(clean: tuple[Path, dict], tmp_path: Pa
     assert sorted(p.name for p in (root / "quarantine").rglob("*.parquet")) == ["half-i1.parquet", "never-i0.parquet"]
     assert results(root) == clean[1]
     assert main(["verify", str(root)]) == 0
+
+
+def test_a_folder_with_old_absolute_ids_still_reads_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    from pipeline.sources import pyfile
+    from pipeline.survey import SurveyOptions, run_survey
+
+    monkeypatch.chdir(REPO)
+    root = tmp_path / "old"
+    with monkeypatch.context() as old:  # what earlier versions wrote: the absolute path in the id
+        old.setattr(pyfile, "portable_path", lambda p: str(p.resolve()))
+        assert main(["detect", SPECS[0], "--out", str(root), *SMALL]) == 0
+    [old_id] = [r[0] for r in results(root)["models"]]
+    assert old_id == f"py:{REPO / 'tests' / 'survey_factories.py'}:tiny_cnn"
+    capsys.readouterr()
+    assert main(["detect", SPECS[0], "--out", str(root), *SMALL]) == 0
+    assert "already done" in capsys.readouterr().out
+    from pipeline.settings import DetectSettings
+
+    settings = DetectSettings(num_images=2, image_size=32, probe="noise")
+    summary = run_survey([SPECS[0]], root, settings, SurveyOptions(random_init=True, progress="off"))
+    assert (summary.skipped, summary.done) == (1, 0)  # resumed over the old id; no Ray started
+    assert [r[0] for r in results(root)["models"]] == [old_id]
+    assert main(["verify", str(root)]) == 0

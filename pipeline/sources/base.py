@@ -188,6 +188,12 @@ def portable_path(path: Path) -> str:
         return str(resolved)
 
 
+def former_ids(ref: ModelRef) -> tuple[str, ...]:
+    """Ids the same model had in folders written by earlier versions (absolute ``py:``/``local-dir:``
+    paths), so resume over an old folder finds the models it already holds."""
+    return tuple(ref.extra.get("former_ids", ()))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hash of a weight file, recorded so a changed upstream file is visible in results."""
     digest = hashlib.sha256()

@@ -22,8 +22,11 @@ class LocalDirSource(Source):
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"local-dir:{name}: no config.json in {path} (expected a timm export folder)")
         # Portable id (relative to the working directory); weights_sha256 tells the contents apart.
-        model_id = f"local-dir:{portable_path(path)}" + ("@random-init" if random_init else "")
-        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init)]
+        tail = "@random-init" if random_init else ""
+        model_id, former = f"local-dir:{portable_path(path)}{tail}", f"local-dir:{path.resolve()}{tail}"
+        extra = {"former_ids": [former]} if former != model_id else {}
+        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init,
+                         extra=extra)]
 
     def _label(self, ref: ModelRef) -> str:
         return f"local-dir:{ref.name}"

@@ -45,8 +45,9 @@ class PyFileSource(Source):
         if not path.is_file():
             raise UnknownModelError(f"py:{name}: no such file {path}")
         # The id is portable (path relative to the working directory); the name loads it (absolute).
-        model_id = f"py:{portable_path(path)}:{func}"
-        return [ModelRef(model_id=model_id, source="py", name=f"{path.resolve()}:{func}")]
+        model_id, former = f"py:{portable_path(path)}:{func}", f"py:{path.resolve()}:{func}"
+        extra = {"former_ids": [former]} if former != model_id else {}
+        return [ModelRef(model_id=model_id, source="py", name=f"{path.resolve()}:{func}", extra=extra)]
 
     def build(self, ref: ModelRef) -> nn.Module:
         path, func_name = _split(ref.name)

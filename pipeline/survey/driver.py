@@ -27,6 +27,7 @@ from pipeline.errors import PanSurveyError
 from pipeline.impact.settings import ImpactSettings, impact_key
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
+from pipeline.sources.base import former_ids
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.progress import Counts, Progress, make_progress
 
@@ -498,7 +499,7 @@ def _run_locked(
     todo = [
         r
         for r in refs
-        if file_key(r.model_id, cfg) not in done
+        if not any(file_key(i, cfg) in done for i in (r.model_id, *former_ids(r)))  # old folders: old ids too
         or (impact is not None and not store.impact_done(impact_key(r.model_id, cfg, impact.impact_id)))
     ]
     skipped = len(refs) - len(todo)
