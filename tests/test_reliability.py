@@ -256,17 +256,18 @@ def test_verify_finds_and_repairs_a_second_copy(clean: tuple[Path, dict], tmp_pa
     verify_ok(root)
 
 
-def test_read_commands_refuse_a_folder_that_is_not_results(tmp_path: Path) -> None:
+def test_read_commands_refuse_a_folder_that_is_not_results(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("hello")
     for folder in ("empty", "other"):
         for command in (["query", "select 1"], ["stats"], ["report", "--out", str(tmp_path / "r.html")],
-                        ["verify"]):
-            proc = cli(command[0], str(tmp_path / folder), *command[1:])
-            assert proc.returncode == 2, (command, proc.stdout)
-            assert proc.stderr.strip().endswith("is not a results folder (no models/ or runs/ in it)")
-            assert not proc.stdout
+                        ["verify"], ["verify", "--repair"]):
+            assert main([command[0], str(tmp_path / folder), *command[1:]]) == 2, command
+            out, err = capsys.readouterr()
+            assert err.strip().endswith("is not a results folder (no models/ or runs/ in it)") and not out
+            assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]  # nothing created there
 
 
 def test_stats_of_a_results_folder_with_nothing_yet_is_one_line(tmp_path: Path, capsys) -> None:
