@@ -142,6 +142,8 @@ def _table_view_sql(con, folder: Folder, table: str) -> tuple[str, list[str]]:
     pattern = folder.pattern(table)
     try:
         union = "" if _uniform_schema(con, pattern) else ", union_by_name = true"
+        if union:
+            _refuse_foreign(con, folder, table, pattern)
         # can_have_nan: writers (pyarrow) leave NaN out of min/max statistics; without it DuckDB folds
         # isnan(x) to false from those statistics and NaN sides would count as huge z-scores.
         source = f"read_parquet({sql_literal(pattern)}{union}, can_have_nan = true)"
@@ -157,6 +159,58 @@ def _table_view_sql(con, folder: Folder, table: str) -> tuple[str, list[str]]:
     newer = [name for name in present if name not in schema.names]
     cols += [_quote_ident(name) for name in newer]
     return f"SELECT {', '.join(cols)} FROM {source}", [*schema.names, *newer]
+
+
+#: The column every file of a table has (a file without it was not written by pans).
+def _key_column(table: str) -> str:
+    return "run_id" if table == "runs" else "model_id"
+
+
+def _refuse_foreign(con, folder: Folder, table: str, pattern: str) -> None:
+    """A Parquet file that is not one of ours (no key column) would read as rows of NULLs: name it."""
+    rows = con.execute(
+        "SELECT file_name FROM parquet_schema(?) GROUP BY file_name HAVING NOT bool_or(name = ?) ORDER BY 1 LIMIT 1",
+        [pattern, _key_column(table)],
+    ).fetchall()
+    if rows:
+        raise PanSurveyError(
+            f"{rows[0][0]} is not a {table} file (no {_key_column(table)} column); "
+            f"`pans verify {folder.root} --repair` moves it aside"
+        )
+
+
+def check_local_folder(folder: Folder) -> None:
+    """A local folder must be a results folder whose files are all whole Parquet files.
+
+    Truncated and non-Parquet files are found by their magic bytes (two tiny reads per file, so a
+    folder of thousands of files costs milliseconds) and named in one line, instead of DuckDB
+    failing half-way through a query or a report.
+    """
+    from pipeline.store import is_results_folder
+
+    root = Path(folder.root)
+    if not is_results_folder(root):
+        raise PanSurveyError(f"{root} is not a results folder (no models/ or runs/ in it)")
+    for table in TABLES:
+        for path in sorted((root / table).glob("*.parquet")) if (root / table).is_dir() else []:
+            if not _whole_parquet(path):
+                raise PanSurveyError(
+                    f"{path} is not a readable Parquet file (truncated, or another format); "
+                    f"`pans verify {root} --repair` moves it aside"
+                )
+
+
+def _whole_parquet(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            size = fh.seek(0, 2)
+            if size < 12:
+                return False
+            fh.seek(size - 4)
+            return head == b"PAR1" and fh.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def _register_functions(con) -> None:
@@ -192,6 +246,8 @@ def open_results(
     if tau is not None and not tau > 0:
         raise PanSurveyError(f"tau must be a positive number, got {tau}")
     folder = Folder.of(path)
+    if not folder.remote:
+        check_local_folder(folder)
     con = duckdb.connect(":memory:")
     # Every view binds (and every query scans) the same footers: read each once.
     con.execute("SET parquet_metadata_cache = true")

@@ -10,26 +10,28 @@ as they are (small, and rewritten in place by later runs).
 Resume keeps working: the compacted ``models`` files still list every ``(model_id, config_id)``
 and :meth:`pipeline.store.ResultStore.done_keys` reads them (the done-index).
 
-Crash safety. The merged files are written into a staging folder ``DIR/.compact/<id>/``; then a
-journal naming every move and delete is written atomically (the commit point); then the moves
-(renames) and deletes are applied table by table, ``models`` last. A crash before the journal
-leaves the folder untouched (the staging folder is dropped next time); a crash after it is
-rolled forward by the next ``pans compact`` or ``pans survey`` on the folder. Only during the
-few milliseconds between a table's renames and its deletes can a reader see a model's rows
-twice. Files of unfinished models (an interrupted run) are never compacted: a resumed survey
-rewrites them.
+Crash safety. Compaction holds the folder's writer lock (:mod:`pipeline.folder_lock`), so no
+survey, detect or impact writes while it runs (and it does not start while one does). The merged
+files are written into a staging folder ``DIR/.compact/<id>/`` and fsynced; then a journal naming
+every move and delete is written durably (the commit point); then the moves (renames) and deletes
+are applied table by table, ``models`` last, each step's folder fsynced. A crash before the
+journal leaves the folder untouched (the staging folder is dropped next time); a crash after it
+is rolled forward by the next writer on the folder (``pans compact``, ``survey``, ``detect``,
+``impact``, ``verify --repair``). Only during the few milliseconds between a table's renames and
+its deletes can a reader see a model's rows twice. Files of unfinished models (an interrupted
+run) are never compacted: a resumed survey rewrites them. Fault-injection points
+(:mod:`pipeline.faults`): ``compact:staged``, ``compact:journal``, ``compact:moved:<table>``,
+``compact:deleted:<table>``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +39,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PanSurveyError
+from pipeline.faults import fault_point
+from pipeline.folder_lock import FolderBusy, writer_lock
 from pipeline.schema import TABLES
-from pipeline.store import MODEL_TABLES, is_compacted
+from pipeline.store import MODEL_TABLES, durable_write, fsync_dir, fsync_file, is_compacted
 
 STAGING = ".compact"
 DEFAULT_ROW_GROUP_ROWS = 250_000  # within the 100k-1M that keeps DuckDB scans parallel and cheap
@@ -63,36 +67,26 @@ class CompactReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def folder_lock(root: Path, *, wait: bool = False) -> Iterator[bool]:
-    """An exclusive lock on ``root`` for compaction; yields False when another process holds it."""
-    (root / STAGING).mkdir(exist_ok=True)
-    with open(root / STAGING / "lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def recover(root: str | Path) -> int:
     """Finish (roll forward) committed compactions and drop uncommitted ones; returns how many finished.
 
-    Safe to call at any time: it does nothing when another compaction holds the folder lock.
+    Safe to call at any time: it does nothing when another process holds the folder's writer lock
+    (that writer recovers itself), and runs inside a lock this process already holds.
     """
     root = Path(root)
     if not (root / STAGING).is_dir():
         return 0
-    with folder_lock(root) as locked:
-        return _recover(root) if locked else 0
+    try:
+        with writer_lock(root, "compact (recovery)"):
+            return _recover(root)
+    except FolderBusy:
+        return 0
 
 
 def _recover(root: Path) -> int:
     finished = 0
+    if not (root / STAGING).is_dir():
+        return 0
     for stage in sorted(p for p in (root / STAGING).iterdir() if p.is_dir()):
         journal = stage / "journal.json"
         if journal.is_file():
@@ -114,9 +108,7 @@ def compact(
         raise PanSurveyError(f"{root} is not a results folder (no models/ in it)")
     if row_group_rows < 1 or file_rows < row_group_rows:
         raise PanSurveyError("need 1 <= row group rows <= file rows")
-    with folder_lock(root) as locked:
-        if not locked:
-            raise PanSurveyError(f"another `pans compact` is running on {root}")
+    with writer_lock(root, "compact"):
         report = CompactReport(root, recovered=_recover(root))
         _sweep_stale_tmp(root)
         done = sorted(p.stem for p in (root / "models").glob("*.parquet") if not is_compacted(p))
@@ -128,6 +120,7 @@ def compact(
         journal: dict[str, object] = {"id": cid, "tables": {}}
         for table in MODEL_TABLES:  # models last: done keys stay visible throughout
             inputs = [f for k in done if (f := root / table / f"{k}.parquet").is_file()]
+            _check_readable(root, inputs)
             tr = report.tables.setdefault(table, TableReport(files_in=len(inputs)))
             outputs = _merge(inputs, table, stage / table, cid, row_group_rows, file_rows, tr)
             journal["tables"][table] = {  # type: ignore[index]
@@ -136,11 +129,25 @@ def compact(
             }
         for table in MODEL_TABLES:  # the merged files are on disk before the journal points at them
             for staged, _ in journal["tables"][table]["moves"]:  # type: ignore[index]
-                _fsync(root / staged)
+                fsync_file(root / staged)
+            if (stage / table).is_dir():
+                fsync_dir(stage / table)
+        fault_point("compact:staged")
         _write_atomic(stage / "journal.json", json.dumps(journal, indent=1))  # the commit point
+        fault_point("compact:journal")
         _apply(root, journal)
         shutil.rmtree(stage, ignore_errors=True)
         return report
+
+
+def _check_readable(root: Path, files: list[Path]) -> None:
+    """A broken input is one line naming it, before anything is merged."""
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except (pa.ArrowException, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PanSurveyError(f"cannot read {f}: {first}; `pans verify {root} --repair` moves it aside") from None
 
 
 def _merge(
@@ -208,25 +215,16 @@ def _apply(root: Path, journal: dict) -> None:
         for staged, final in step["moves"]:
             if (root / staged).is_file():
                 os.replace(root / staged, root / final)
+        fsync_dir(root / table)  # the merged rows are durably in place before the small files go
+        fault_point(f"compact:moved:{table}")
         for gone in step["deletes"]:
             (root / gone).unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(root / table)
+        fault_point(f"compact:deleted:{table}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    durable_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _sweep_stale_tmp(root: Path) -> None:

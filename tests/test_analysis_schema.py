@@ -95,5 +95,5 @@ def test_not_a_results_folder(tmp_path: Path):
 def test_corrupt_file_is_a_one_line_error(tmp_path: Path):
     ResultStore(tmp_path).ensure()
     (tmp_path / "models" / "broken.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(PanSurveyError, match="cannot read the models table"):
+    with pytest.raises(PanSurveyError, match=r"models/broken.parquet is not a readable Parquet file .* verify"):
         analysis.open(tmp_path)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import compact as compact_mod
-from pipeline.compact import compact, folder_lock, recover
+from pipeline.compact import compact, recover
 from pipeline.errors import PanSurveyError
 from pipeline.runner import run_model
 from pipeline.settings import DetectSettings
@@ -139,11 +139,13 @@ def test_a_crash_before_the_commit_point_changes_nothing(folder: Path, tmp_path:
 
 
 def test_one_compaction_at_a_time_and_clear_errors(folder: Path, tmp_path: Path) -> None:
+    from tests.test_reliability import holding_lock
+
     root = copy_of(folder, tmp_path)
-    with folder_lock(root) as locked:
-        assert locked
-        with pytest.raises(PanSurveyError, match="another `pans compact`"):
+    with holding_lock(root, "survey") as pid:
+        with pytest.raises(PanSurveyError, match=f"being written by `pans survey` \\(pid {pid} "):
             compact(root)
+        assert recover(root) == 0  # recovery leaves a folder another process writes alone
     with pytest.raises(PanSurveyError, match="not a results folder"):
         compact(tmp_path / "nowhere")
     from pipeline.cli import main

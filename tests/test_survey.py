@@ -20,7 +20,10 @@ QUIET = SurveyOptions(random_init=True, progress="off")
 
 
 def py(name: str) -> str:
-    return f"py:{FACTORIES}:{name}"
+    """The spec of a factory, written as its model id is (portable: relative to the working directory)."""
+    from pipeline.sources.base import portable_path
+
+    return f"py:{portable_path(FACTORIES)}:{name}"
 
 
 def consistent_models(out: Path) -> pa.Table:
@@ -53,7 +56,11 @@ def test_survey_writes_every_table_and_resumes(ray_local, tmp_path: Path) -> Non
     assert (first.done, first.failed, first.skipped) == (3, 0, 0)
     models = consistent_models(out)
     assert sorted(models["model_id"].to_pylist()) == sorted(
-        ["timm:resnet10t@random-init", "timm:mobilenetv3_small_050@random-init", f"py:{FACTORIES}:tiny_cnn"]
+        [
+            "timm:resnet10t@random-init",
+            "timm:mobilenetv3_small_050@random-init",
+            py("tiny_cnn"),
+        ]
     )
     assert set(models["run_id"].to_pylist()) == {first.run_id}
     assert set(models["config_id"].to_pylist()) == {SMALL.config_id}

@@ -36,4 +36,4 @@ def command(name: str, help: str):
 
 
 # One import per command module (each registers itself).
-from pipeline.commands import compact, detect, impact, query, report, stats, survey, zoo  # noqa: E402,F401
+from pipeline.commands import compact, detect, impact, query, report, stats, survey, verify, zoo  # noqa: E402,F401

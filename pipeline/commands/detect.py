@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.runner import run_model
     from pipeline.sources import resolve_spec
+    from pipeline.sources.base import former_ids
     from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 
     settings = settings_from_args(args)
@@ -30,13 +31,23 @@ def run(args: argparse.Namespace) -> int:
         raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans detect` takes one (use `pans survey`)")
     ref = refs[0]
     store = ResultStore(args.out)
-    run_id = new_run_id()
-    tables = run_model(ref, settings, run_id=run_id)
-    store.ensure()  # only now: a model that fails to load leaves no empty results folder behind
-    key = file_key(ref.model_id, settings.config_id)
-    config = run_config(settings, random_init=args.random_init)
-    store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], config))
-    store.write_model(tables, key)
+    # Under its id, or the id an older version gave it (absolute py:/local-dir: paths).
+    keys = [file_key(i, settings.config_id) for i in (ref.model_id, *former_ids(ref))]
+    stored = [k for k in keys if store.root.is_dir() and store.is_done(k)]
+    key = stored[0] if stored else keys[0]
+    if stored:  # once per (model, config): show the stored results, whether compacted or not
+        tables = {t: store.read_back(t, key) for t in ("layers", "models")}
+        print(f"already done in {store.root} under this configuration ({settings.config_id}); stored results:")
+    else:
+        if store.root.is_dir():
+            store.check_not_busy()  # fail before the slow part, not after it
+        run_id = new_run_id()
+        tables = run_model(ref, settings, run_id=run_id)
+        # Only now: a model that fails to load leaves no empty results folder behind.
+        with store.writing("detect"):
+            config = run_config(settings, random_init=args.random_init)
+            store.write("runs", run_id, run_record(run_id, settings.config_id, "detect", [args.spec], config))
+            store.write_model(tables, key)
 
     model = tables["models"].to_pylist()[0]
     padded, pans = model["padded_neurons"], model["pans"]

@@ -56,8 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    import pyarrow.parquet as pq
-
     from pipeline.errors import PanSurveyError
     from pipeline.impact.experiments import check_labels, run_impact
     from pipeline.impact.images import load_image_set
@@ -79,22 +77,19 @@ def run(args: argparse.Namespace) -> int:
     images = load_image_set(settings.images, loaded.preprocess.with_image_size(detect.image_size),
                             labels=settings.labels, max_images=settings.max_images, seed=settings.seed)
     check_labels(loaded, images)  # fail on bad labels before the slow part
-    store.ensure()  # only now: bad input leaves no empty results folder behind
-    key = file_key(loaded.model_id, detect.config_id)
-    if store.path("neurons", key).is_file() and store.is_done(key):
-        neurons = pq.read_table(store.path("neurons", key))
-        reused = True
-    else:
-        tables = detect_loaded(loaded, detect, load_seconds=time.perf_counter() - started, run_id=run_id)
-        store.write_model(tables, key)
-        neurons = tables["neurons"]
-        reused = False
     config = run_config(detect, random_init=args.random_init, **impact_run_config(detect, settings))
-    store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
-    tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
-    out_key = impact_key(loaded.model_id, detect.config_id, settings.impact_id)
-    for name, table in tables.items():
-        store.write(name, out_key, table)
+    # Only now (inputs checked): bad input leaves no empty results folder behind.
+    with store.writing("impact"):
+        key = file_key(loaded.model_id, detect.config_id)
+        neurons = store.read_back("neurons", key)  # the stored detection, own files or compacted
+        reused = neurons is not None
+        if neurons is None:
+            detected = detect_loaded(loaded, detect, load_seconds=time.perf_counter() - started, run_id=run_id)
+            store.write_model(detected, key)  # detection first: it stands even if an experiment fails
+            neurons = detected["neurons"]
+        store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
+        tables = run_impact(loaded, neurons, settings, detect=detect, images=images)
+        store.write_impact(tables, impact_key(loaded.model_id, detect.config_id, settings.impact_id))
     _print_summary(loaded.model_id, tables["impact"].to_pylist(), reused, store.root)
     return 0
 

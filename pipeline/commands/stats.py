@@ -40,6 +40,9 @@ def stats_text(
 
     queries = [get(name) for name in only] if only else list(named_queries())
     con = open_results(directory, tau=tau, materialize=True)
+    if fmt == "table" and not con.execute("SELECT (SELECT count(*) FROM models) + (SELECT count(*) FROM failures)"
+                                          ).fetchall()[0][0]:
+        return f"{directory}: no results yet (no finished or failed models)\n"
     parts = []
     tables = {}
     for query in queries:

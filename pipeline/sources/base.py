@@ -172,6 +172,24 @@ def register_source(prefix: str):
     return decorator
 
 
+def portable_path(path: Path) -> str:
+    """How a local file or folder is named in a model id: relative to the working directory when it
+    lies inside it (the same checkout, machine or Ray job working directory gives the same id), else
+    absolute. The content itself is told apart by its hash (``weights_sha256``), not by its path.
+    """
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def former_ids(ref: ModelRef) -> tuple[str, ...]:
+    """Ids the same model had in folders written by earlier versions (absolute ``py:``/``local-dir:``
+    paths), so resume over an old folder finds the models it already holds."""
+    return tuple(ref.extra.get("former_ids", ()))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hash of a weight file, recorded so a changed upstream file is visible in results."""
     digest = hashlib.sha256()

@@ -8,7 +8,7 @@ from typing import Any
 import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError
-from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source, sha256_file
+from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, portable_path, register_source, sha256_file
 from pipeline.sources.hub import WEIGHT_FILES
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
@@ -21,8 +21,12 @@ class LocalDirSource(Source):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"local-dir:{name}: no config.json in {path} (expected a timm export folder)")
-        model_id = f"local-dir:{path.resolve()}" + ("@random-init" if random_init else "")
-        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init)]
+        # Portable id (relative to the working directory); weights_sha256 tells the contents apart.
+        tail = "@random-init" if random_init else ""
+        model_id, former = f"local-dir:{portable_path(path)}{tail}", f"local-dir:{path.resolve()}{tail}"
+        extra = {"former_ids": [former]} if former != model_id else {}
+        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init,
+                         extra=extra)]
 
     def _label(self, ref: ModelRef) -> str:
         return f"local-dir:{ref.name}"

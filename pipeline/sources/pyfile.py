@@ -2,7 +2,9 @@
 
 The module may carry a timm-style ``pretrained_cfg`` attribute (``input_size``, ``mean``, ``std``,
 ``label_names``: the class names, used by ``pans impact`` to read labels).
-The factory is the user's own code, run as it is; the recorded hash is that of the Python file.
+The factory is the user's own code, run as it is; the recorded hash (``weights_sha256``) is that of
+the Python file. The model id names the file relative to the working directory
+(``py:tests/factories.py:net``), so the same factory run from another checkout is the same model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from typing import Any
 import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
-from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source, sha256_file
+from pipeline.sources.base import (
+    LoadedModel,
+    ModelInfo,
+    ModelRef,
+    Preprocess,
+    Source,
+    portable_path,
+    register_source,
+    sha256_file,
+)
 
 
 def _split(name: str) -> tuple[Path, str]:
@@ -33,7 +44,10 @@ class PyFileSource(Source):
         path, func = _split(name)
         if not path.is_file():
             raise UnknownModelError(f"py:{name}: no such file {path}")
-        return [ModelRef(model_id=f"py:{path.resolve()}:{func}", source="py", name=f"{path.resolve()}:{func}")]
+        # The id is portable (path relative to the working directory); the name loads it (absolute).
+        model_id, former = f"py:{portable_path(path)}:{func}", f"py:{path.resolve()}:{func}"
+        extra = {"former_ids": [former]} if former != model_id else {}
+        return [ModelRef(model_id=model_id, source="py", name=f"{path.resolve()}:{func}", extra=extra)]
 
     def build(self, ref: ModelRef) -> nn.Module:
         path, func_name = _split(ref.name)

@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.compact import recover
 from pipeline.errors import PanSurveyError, one_line
-from pipeline.impact.registry import output_tables
 from pipeline.impact.settings import ImpactSettings, impact_key, impact_run_config, run_config_id
 from pipeline.options import gpu_share_problem
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
+from pipeline.sources.base import former_ids
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.logs import SurveyLog
 from pipeline.survey.memory import oom_message
@@ -49,6 +48,9 @@ class SurveyOptions:
     cpus_per_model: float = 1.0
     max_downloads: int = 4
     timeout_per_model: float | None = None  # seconds of detect time before the task is cancelled
+    #: Seconds from submitting a detect task until it must have reported its start (a task that hangs
+    #: before it starts, or whose start is lost, is still cancelled); None: 3 x timeout_per_model.
+    start_timeout: float | None = None
     max_retries: int = 3  # re-runs of a task whose worker or node died (out-of-memory kills: at most one)
     random_init: bool = False
     progress: str = "auto"  # auto | bar | lines | off
@@ -125,6 +127,7 @@ class _Job:
     oom_retried: bool = False
     fetch_tries: int = 0  # fetches re-run after a memory kill or a lost node
     details: str | None = None  # set when the log holds this model's full error text
+    submitted: float = 0.0  # driver clock when the detect task was submitted
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -304,7 +307,7 @@ class Survey:
             opts["num_gpus"] = job.gpus
         if job.fetch_node:
             opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
-        job.started = None
+        job.started, job.submitted = None, time.monotonic()
         ref = detect_task.options(**opts).remote(
             job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
         )
@@ -354,9 +357,9 @@ class Survey:
                 self._fail(job, out.error.stage, out.error.error_type, out.error.message, node=out.node_id)
             return
         try:
-            self.store.write_model(out.tables, job.key)
-        except OSError as exc:
-            raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
+            self.store.write_model(out.tables, job.key)  # skipped when done (compacted): never twice
+        except OSError:
+            raise  # a full disk stops the survey (one line, from ResultStore.writing)
         except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
             self._fail(job, "write", type(exc).__name__, one_line(exc, 2000, first_line_only=True), node=out.node_id)
             return
@@ -388,16 +391,14 @@ class Survey:
         key = job.impact_key
         if out.impact_error is None and out.impact_tables is not None:
             try:
-                for name in output_tables():  # impact last: it marks done
-                    self.store.write(name, key, out.impact_tables[name])
-            except OSError as exc:
-                raise PanSurveyError(f"cannot write results to {self.store.root}: {exc}") from exc
+                self.store.write_impact(out.impact_tables, key)  # impact last: it marks done
+            except OSError:
+                raise  # a full disk stops the survey (one line, from ResultStore.writing)
             except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
                 from pipeline.survey.tasks import TaskError
 
                 out.impact_error = TaskError.from_exception("impact", exc)
             else:
-                self.store.path("failures", key).unlink(missing_ok=True)
                 return True
         error = out.impact_error
         self.store.write_failure(
@@ -462,12 +463,18 @@ class Survey:
         limit = self.options.timeout_per_model
         if not limit:
             return
+        start_limit = self.options.start_timeout or 3 * limit
         now = time.monotonic()
         for ref, job in list(self.detecting.items()):
             if job.started is not None and now - job.started > limit:
-                ray.cancel(ref, force=True)
-                del self.detecting[ref]
-                self._fail(job, "timeout", "Timeout", f"no result after {limit:g} s; task cancelled")
+                why = f"no result after {limit:g} s; task cancelled"
+            elif job.started is None and now - job.submitted > start_limit:
+                why = f"the task did not report its start within {start_limit:g} s of submission; task cancelled"
+            else:
+                continue
+            ray.cancel(ref, force=True)
+            del self.detecting[ref]
+            self._fail(job, "timeout", "Timeout", why)
 
 
 def _affinity(node_id: str, *, spill: bool) -> Any:
@@ -505,9 +512,7 @@ def run_survey(
     is then done when its impact tables are written too. ``on_event(status, record)`` is called on
     the driver as each model finishes (tests use it to stop a run part-way).
     """
-    from pipeline.survey import signals
     from pipeline.survey.memory import budget_bytes
-    from pipeline.survey.runtime import connect
 
     settings = settings or DetectSettings()
     options = options or SurveyOptions()
@@ -526,8 +531,23 @@ def run_survey(
         impact = prepared_impact(impact)
     started = time.monotonic()
     store = ResultStore(out)
-    store.ensure()
-    recover(store.root)  # finish a compaction that was interrupted, before reading the done-index
+    with store.writing("survey"):  # one writer per folder; finishes an interrupted compaction first
+        return _run_locked(store, specs, settings, options, impact, on_event, started, budget)
+
+
+def _run_locked(
+    store: ResultStore,
+    specs: list[str],
+    settings: DetectSettings,
+    options: SurveyOptions,
+    impact: ImpactSettings | None,
+    on_event: Callable[[str, ModelRecord], None] | None,
+    started: float,
+    budget: int | None,
+) -> SurveySummary:
+    from pipeline.survey import signals
+    from pipeline.survey.runtime import connect
+
     run_id = new_run_id()
     cfg = settings.config_id
     config = run_config(settings, survey=asdict(options), **(impact_run_config(settings, impact) if impact else {}))
@@ -548,12 +568,14 @@ def run_survey(
             message=msg,
         )
         records.append(ModelRecord(spec, key, "failed", "resolve", type(exc).__name__, msg))
+    for spec in set(specs) - {spec for spec, _ in broken}:  # resolves now: its old resolve failure is void
+        store.clear_failure(file_key(spec, cfg))
     done = store.done_keys()
     todo = [
         r
         for r in refs
-        if file_key(r.model_id, cfg) not in done
-        or (impact is not None and not store.path("impact", impact_key(r.model_id, cfg, impact.impact_id)).is_file())
+        if not any(file_key(i, cfg) in done for i in (r.model_id, *former_ids(r)))  # old folders: old ids too
+        or (impact is not None and not store.impact_done(impact_key(r.model_id, cfg, impact.impact_id)))
     ]
     skipped = len(refs) - len(todo)
     log = SurveyLog(store.root, run_id)
