@@ -39,6 +39,22 @@ class DetectSettings:
     def config_id(self) -> str:
         return config_id(self.result_settings())
 
+    def check(self, *, embedded: bool) -> None:
+        """What is wrong for every model, as one error before a survey starts (not a failure row per model).
+
+        The probe (a folder must be readable at the same path on every node, as on a shared volume)
+        and the device: fully on an ``embedded`` runtime (this machine is the cluster), by syntax
+        only when joining a cluster (its nodes may have GPUs this driver lacks).
+        """
+        from pipeline.detect.core import check_device, resolve_device
+        from pipeline.probes import check_probe
+
+        check_probe(self.probe)
+        if embedded:
+            resolve_device(self.device)
+        else:
+            check_device(self.device)
+
     def updated(self, **changes: Any) -> DetectSettings:
         known = {f.name for f in fields(self)}
         return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})

@@ -163,6 +163,14 @@ class ResultStore:
             return TABLES[table].empty_table()
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
+    def totals(self, cfg_id: str) -> tuple[int, int]:
+        """Models and PANs in the whole folder under one configuration (every run's)."""
+        import pyarrow.compute as pc
+
+        models = self.read("models")
+        models = models.filter(pc.equal(models["config_id"], cfg_id))
+        return models.num_rows, int(pc.sum(models["pans"]).as_py() or 0)
+
 
 def run_config(settings: Any, **parts: Any) -> dict[str, Any]:
     """A run's ``config_json``, one shape for every command: the detection settings as given

@@ -75,6 +75,21 @@ class ImpactSettings:
         }
         return self.updated(**changes)
 
+    def prepared(self) -> ImpactSettings:
+        """These settings for the workers: paths made absolute, the image set checked once, here.
+
+        A missing, empty or unreadable image set (or labels file) is the same for every model, so it is
+        a one-line error before a survey starts rather than a failure row per model. Labels naming
+        classes a model does not have are checked per model (an ``impact`` failure).
+        """
+        from pipeline.impact.images import load_image_set
+        from pipeline.sources.base import Preprocess
+
+        prepared = self.with_absolute_paths()
+        load_image_set(prepared.images, Preprocess(input_size=(3, 32, 32)), labels=prepared.labels,
+                       max_images=prepared.max_images, seed=prepared.seed)
+        return prepared
+
     def result_settings(self) -> dict[str, Any]:
         out = {k: v for k, v in self.with_absolute_paths().to_dict().items() if k not in _SPEED_ONLY}
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
