@@ -46,12 +46,6 @@ def is_compacted(path: Path) -> bool:
     return bool(COMPACTED_RE.match(path.stem))
 
 
-def config_id(settings: dict[str, Any]) -> str:
-    """A short stable hash of the settings that change results (not speed knobs like batch size)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 

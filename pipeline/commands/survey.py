@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pipeline.commands import command
 from pipeline.commands.common import add_detect_options, settings_from_args
-from pipeline.commands.impact import add_impact_options, impact_option_names, impact_settings_from_args
+from pipeline.commands.impact import add_impact_options
 from pipeline.options import gpu_share, positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -67,31 +67,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("survey", help="detect PANs in many models on Ray (resumable; results as Parquet)")
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PanSurveyError
+    from pipeline.impact.settings import ImpactSettings
+    from pipeline.settings import DetectSettings
     from pipeline.sources import collect_specs
     from pipeline.survey import SurveyOptions, run_survey
 
     impact = None
     if args.impact:
-        impact = impact_settings_from_args(args)
-    else:
-        defaults = argparse.ArgumentParser()
-        add_impact_options(defaults)
-        given = vars(defaults.parse_args([]))
-        stray = ["--" + n.replace("_", "-") for n in impact_option_names() if getattr(args, n) != given[n]]
+        impact = ImpactSettings.from_args(args)
+    else:  # an impact-only option given without --impact: say so rather than ignore it
+        defaults, shared = ImpactSettings().to_dict(), DetectSettings.field_names()
+        stray = [
+            "--" + n.replace("_", "-")
+            for n in ImpactSettings.field_names()
+            if n not in shared and getattr(args, n) != defaults[n]
+        ]
         if stray:
             raise PanSurveyError(f"{', '.join(stray)} only apply with --impact")
     specs = collect_specs(args.specs, args.models_file)
-    options = SurveyOptions(
-        address=args.address,
-        gpus_per_model=args.gpus_per_model,
-        cpus_per_model=args.cpus_per_model,
-        max_downloads=args.max_downloads,
-        timeout_per_model=args.timeout_per_model,
-        random_init=args.random_init,
-        progress=args.progress,
-        num_cpus=args.num_cpus,
-    )
-    summary = run_survey(specs, args.out, settings_from_args(args), options, impact=impact)
+    summary = run_survey(specs, args.out, settings_from_args(args), SurveyOptions.from_args(args), impact=impact)
     print_summary(summary)
     # Some failures are normal in a survey; only a run where nothing could be done is an error.
     return 1 if summary.failed and not (summary.done or summary.skipped) else 0

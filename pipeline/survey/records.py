@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import PanSurveyError
+from pipeline.options import FromArgs, gpu_share_problem
 
 
 @dataclass(frozen=True)
-class SurveyOptions:
+class SurveyOptions(FromArgs):
     """How a survey runs (placement, limits, retries); none of it changes a stored number."""
 
     address: str | None = None  # None: embedded runtime (or RAY_ADDRESS when set)
@@ -28,8 +29,6 @@ class SurveyOptions:
 
     def check(self) -> None:
         """Options no survey can run with: one error before anything starts."""
-        from pipeline.options import gpu_share_problem
-
         if self.max_downloads < 1:
             raise PanSurveyError("--max-downloads must be at least 1")
         share = self.gpus_per_model
