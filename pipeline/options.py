@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 
 def _number(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -54,3 +54,23 @@ def gpu_share(text: str) -> float:
     if gpu_share_problem(value):
         raise argparse.ArgumentTypeError(f"expected a fraction of one GPU (0-1) or whole GPUs, got {text!r}")
     return value
+
+
+class FromArgs:
+    """A dataclass of option values built from a parsed command line by field name (one way, every command).
+
+    Each field is read from the option whose ``dest`` has its name; a field the command has no
+    option for keeps its default. Subclasses whose fields are not dataclass fields override
+    :meth:`field_names`.
+    """
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Every field's name: the constructor's keyword and the ``dest`` of its command-line option."""
+        from dataclasses import fields
+
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        return cls(**{name: getattr(args, name) for name in cls.field_names() if hasattr(args, name)})

@@ -1,22 +1,67 @@
-"""Detection settings: what a run used, stored beside its results."""
+"""Settings: what a run used, stored beside its results and hashed into the ids that name them.
+
+:class:`Settings` is the one way for every kind of settings (detection here, the impact
+experiments' in :mod:`pipeline.impact.settings`) to be built from a parsed command line, changed,
+recorded and hashed: a kind lists its fields and its version, nothing else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
-from pipeline.store import config_id
+from pipeline.options import FromArgs
 from pipeline.version import DETECTOR_VERSION
 
 #: Default PAN threshold on max_s |own_z|; see docs/calibration.md for how it was chosen.
 DEFAULT_TAU = 3.0
 
-#: Settings that change speed or placement, never the numbers: left out of the config id.
-_SPEED_ONLY = {"batch_size", "device"}
+
+def config_id(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings that change results (not speed knobs like batch size)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class Settings(FromArgs):
+    """What every kind of settings shares: built from arguments (``from_args``), updated, recorded
+    and hashed, all by field name."""
+
+    #: Settings that change speed or placement, never the numbers: left out of the ids.
+    SPEED_ONLY: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
+    #: The code version recorded with (and hashed into) the result settings: (key, version).
+    VERSION: ClassVar[tuple[str, str]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name (what the constructor takes back)."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    def updated(self, **changes: Any) -> Self:
+        """These settings with ``changes`` (unknown names and None values ignored)."""
+        current = self.to_dict()
+        return type(self)(**{**current, **{k: v for k, v in changes.items() if k in current and v is not None}})
+
+    def recorded(self) -> Settings:
+        """The settings as recorded and hashed (impact settings make their paths absolute)."""
+        return self
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that determine the stored numbers, plus the code version."""
+        out = {k: v for k, v in self.recorded().to_dict().items() if k not in self.SPEED_ONLY}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        key, version = self.VERSION
+        out[key] = version
+        return out
+
+    def settings_id(self) -> str:
+        """The hash of :meth:`result_settings` (``config_id`` of detection, ``impact_id`` of impact)."""
+        return config_id(self.result_settings())
 
 
 @dataclass(frozen=True)
-class DetectSettings:
+class DetectSettings(Settings):
     probe: str = "photos"  # photos | noise | mean | PATH to an image folder
     num_images: int = 16
     image_size: int | None = None  # None: the model's pretrained input size
@@ -26,19 +71,24 @@ class DetectSettings:
     reference: str = "replicate"  # reference padding for own_z: replicate | mean
     seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def result_settings(self) -> dict[str, Any]:
-        """The settings that determine the stored numbers (plus the detector version)."""
-        out = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
-        out["detector_version"] = DETECTOR_VERSION
-        return out
+    VERSION: ClassVar[tuple[str, str]] = ("detector_version", DETECTOR_VERSION)
 
     @property
     def config_id(self) -> str:
-        return config_id(self.result_settings())
+        return self.settings_id()
 
-    def updated(self, **changes: Any) -> DetectSettings:
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in changes.items() if k in known and v is not None})
+    def check(self, *, embedded: bool) -> None:
+        """What is wrong for every model, as one error before a survey starts (not a failure row per model).
+
+        The probe (a folder must be readable at the same path on every node, as on a shared volume)
+        and the device: fully on an ``embedded`` runtime (this machine is the cluster), by syntax
+        only when joining a cluster (its nodes may have GPUs this driver lacks).
+        """
+        from pipeline.detect.core import check_device, resolve_device
+        from pipeline.probes import check_probe
+
+        check_probe(self.probe)
+        if embedded:
+            resolve_device(self.device)
+        else:
+            check_device(self.device)

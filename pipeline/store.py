@@ -80,12 +80,6 @@ def is_compacted(path: Path) -> bool:
     return bool(COMPACTED_RE.match(path.stem))
 
 
-def config_id(settings: dict[str, Any]) -> str:
-    """A short stable hash of the settings that change results (not speed knobs like batch size)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -336,6 +330,14 @@ class ResultStore:
         if not files:
             return TABLES[table].empty_table()
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+    def totals(self, cfg_id: str) -> tuple[int, int]:
+        """Models and PANs in the whole folder under one configuration (every run's)."""
+        import pyarrow.compute as pc
+
+        models = self.read("models")
+        models = models.filter(pc.equal(models["config_id"], cfg_id))
+        return models.num_rows, int(pc.sum(models["pans"]).as_py() or 0)
 
 
 def run_config(settings: Any, **parts: Any) -> dict[str, Any]:

@@ -59,13 +59,4 @@ def settings_from_args(args: argparse.Namespace) -> DetectSettings:
         from pipeline.sources import set_offline
 
         set_offline(True)
-    return DetectSettings(
-        probe=args.probe,
-        num_images=args.num_images,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
-        tau=args.tau,
-        seed=args.seed,
-        reference=args.reference,
-    )
+    return DetectSettings.from_args(args)

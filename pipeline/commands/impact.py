@@ -13,36 +13,21 @@ from pipeline.commands import command
 from pipeline.commands.common import add_detect_options, settings_from_args
 from pipeline.options import positive_int
 
-#: Impact options of every command: the image set, then each registered experiment's options.
-_IMAGE_OPTIONS = ("images", "labels", "max_images")
-
 
 def add_impact_options(parser: argparse.ArgumentParser) -> None:
     """Impact options (shared with ``pans survey --impact``): the image set and every experiment's options."""
     from pipeline.impact.registry import all_options
-
-    g = parser.add_argument_group("impact")
-    g.add_argument("--images", default="photos",
-                   help="photos (default) or a folder of images (ImageFolder layout gives labels)")
-    g.add_argument("--labels", default=None, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
-    g.add_argument("--max-images", type=positive_int, default=64,
-                   help="images compared (default 64; folders: a seeded sample)")
-    for option in all_options():
-        option.add_to(g)
-
-
-def impact_option_names() -> list[str]:
-    """Settings names of the impact options (what ``pans survey`` accepts only with ``--impact``)."""
-    from pipeline.impact.registry import all_options
-
-    return [*_IMAGE_OPTIONS, *(option.name for option in all_options())]
-
-
-def impact_settings_from_args(args: argparse.Namespace):
     from pipeline.impact.settings import ImpactSettings
 
-    values = {name: getattr(args, name) for name in impact_option_names()}
-    return ImpactSettings(**values, seed=args.seed, batch_size=args.batch_size, device=args.device)
+    d = ImpactSettings()
+    g = parser.add_argument_group("impact")
+    g.add_argument("--images", default=d.images,
+                   help="photos (default) or a folder of images (ImageFolder layout gives labels)")
+    g.add_argument("--labels", default=d.labels, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
+    g.add_argument("--max-images", type=positive_int, default=d.max_images,
+                   help=f"images compared (default {d.max_images}; folders: a seeded sample)")
+    for option in all_options():
+        option.add_to(g)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PanSurveyError
     from pipeline.impact.experiments import check_labels, run_impact
     from pipeline.impact.images import load_image_set
-    from pipeline.impact.settings import impact_key, impact_run_config, run_config_id
+    from pipeline.impact.settings import ImpactSettings, impact_key, impact_run_config, run_config_id
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model, resolve_spec
     from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 
     detect = settings_from_args(args)
-    settings = impact_settings_from_args(args)
+    settings = ImpactSettings.from_args(args)
     refs = resolve_spec(args.spec, random_init=args.random_init)
     if len(refs) != 1:
         raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one "

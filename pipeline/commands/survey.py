@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO
 
 from pipeline.commands import command
 from pipeline.commands.common import add_detect_options, settings_from_args
-from pipeline.commands.impact import add_impact_options, impact_option_names, impact_settings_from_args
+from pipeline.commands.impact import add_impact_options
 from pipeline.options import gpu_share, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from pipeline.survey.records import SurveySummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,36 +83,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("survey", help="detect PANs in many models on Ray (resumable; results as Parquet)")
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PanSurveyError
+    from pipeline.impact.settings import ImpactSettings
+    from pipeline.settings import DetectSettings
     from pipeline.sources import collect_specs
     from pipeline.survey import SurveyOptions, run_survey
-    from pipeline.survey.progress import print_summary
     from pipeline.survey.signals import SurveyInterrupted
 
     impact = None
     if args.impact:
-        impact = impact_settings_from_args(args)
-    else:
-        defaults = argparse.ArgumentParser()
-        add_impact_options(defaults)
-        given = vars(defaults.parse_args([]))
-        stray = ["--" + n.replace("_", "-") for n in impact_option_names() if getattr(args, n) != given[n]]
+        impact = ImpactSettings.from_args(args)
+    else:  # an impact-only option given without --impact: say so rather than ignore it
+        defaults, shared = ImpactSettings().to_dict(), DetectSettings.field_names()
+        stray = [
+            "--" + n.replace("_", "-")
+            for n in ImpactSettings.field_names()
+            if n not in shared and getattr(args, n) != defaults[n]
+        ]
         if stray:
             raise PanSurveyError(f"{', '.join(stray)} only apply with --impact")
     specs = collect_specs(args.specs, args.models_file)
-    options = SurveyOptions(
-        address=args.address,
-        gpus_per_model=args.gpus_per_model,
-        cpus_per_model=args.cpus_per_model,
-        max_downloads=args.max_downloads,
-        timeout_per_model=args.timeout_per_model,
-        random_init=args.random_init,
-        progress=args.progress,
-        num_cpus=args.num_cpus,
-        memory_budget_gb=args.memory_budget,
-        wait_for_nodes=args.wait_for_nodes,
-    )
     try:
-        summary = run_survey(specs, args.out, settings_from_args(args), options, impact=impact)
+        summary = run_survey(specs, args.out, settings_from_args(args), SurveyOptions.from_args(args), impact=impact)
     except SurveyInterrupted as exc:
         print(f"pans survey: stopped by {exc}; finished models are saved in {args.out}, rerun to resume",
               file=sys.stderr)
@@ -116,3 +111,49 @@ def run(args: argparse.Namespace) -> int:
     print_summary(summary)
     # Some failures are normal in a survey; only a run where nothing could be done is an error.
     return 1 if summary.failed and not (summary.done or summary.skipped) else 0
+
+
+def print_summary(summary: SurveySummary, stream: TextIO | None = None) -> None:
+    """The final table: what was surveyed, what failed, and where the results are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.survey.progress import event_line
+
+    console = Console(file=stream or sys.stdout, width=120, soft_wrap=False)
+    table = Table(title=f"survey {summary.run_id}  (config {summary.config_id})", show_header=True)
+    table.add_column("models", justify="right")
+    table.add_column("done", justify="right")
+    table.add_column("skipped (already done)", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("PANs", justify="right")
+    table.add_column("padded neurons", justify="right")
+    table.add_column("wall", justify="right")
+    table.add_column("models/min", justify="right")
+    per_min = summary.done / summary.wall_seconds * 60 if summary.wall_seconds > 0 else 0.0
+    table.add_row(
+        str(summary.requested),
+        str(summary.done),
+        str(summary.skipped),
+        str(summary.failed),
+        str(summary.pans),
+        str(summary.padded_neurons),
+        f"{summary.wall_seconds:.1f} s",
+        f"{per_min:.1f}",
+    )
+    console.print(table)
+    failures = [r for r in summary.models if r.status == "failed"]
+    for rec in failures[:10]:
+        console.print(f"  failed: {event_line(rec)}", markup=False, soft_wrap=True)
+    if len(failures) > 10:
+        console.print(f"  ... and {len(failures) - 10} more (see {summary.out}/failures/)", markup=False)
+    console.print(
+        f"folder total for this config: {summary.folder_models} models, {summary.folder_pans} PANs", markup=False
+    )
+    console.print(f"results: {summary.out}  (neurons/ layers/ models/ failures/ runs/)", markup=False)
+    if summary.impact_id:
+        console.print(f"impact:  {summary.out}/impact*/  (impact settings {summary.impact_id})", markup=False)
+    console.print(f"report:  pans report {summary.out} --out {summary.out}/report.html", markup=False)
+    console.print(f"query:   pans query {summary.out} @pans_per_model", markup=False)
+    if summary.log:
+        console.print(f"log:     {summary.log}  (Ray's own output, full error texts)", markup=False)

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.impact.registry import CORE_FIELDS, check_options, option_defaults
-from pipeline.store import config_id, file_key
+from pipeline.settings import Settings, config_id
 
 #: Bump when a change to the impact code can change a stored number.
 IMPACT_VERSION = "1.0"
 
-_SPEED_ONLY = {"batch_size", "device"}
-
 
 @dataclass(frozen=True, init=False)
-class ImpactSettings:
+class ImpactSettings(Settings):
     images: str  # photos | PATH to a folder of images
     labels: str | None  # labels file (PATH<TAB>LABEL lines), paths relative to the images folder
     max_images: int  # photos: this many views; folders: a seeded sample of at most this many
@@ -29,6 +27,8 @@ class ImpactSettings:
     batch_size: int
     device: str
     options: tuple[tuple[str, Any], ...]  # every registered experiment's options, by name
+
+    VERSION: ClassVar[tuple[str, str]] = ("impact_version", IMPACT_VERSION)
 
     def __init__(
         self,
@@ -56,14 +56,10 @@ class ImpactSettings:
                 return value
         raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every setting by name (what ``ImpactSettings(**d)`` takes back)."""
-        return {**{name: getattr(self, name) for name in CORE_FIELDS}, **dict(self.options)}
-
-    def updated(self, **changes: Any) -> ImpactSettings:
-        """These settings with ``changes`` (unknown names and None values ignored)."""
-        current = self.to_dict()
-        return ImpactSettings(**{**current, **{k: v for k, v in changes.items() if k in current and v is not None}})
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The run's fields, then every registered experiment's options."""
+        return (*CORE_FIELDS, *option_defaults())
 
     def with_absolute_paths(self) -> ImpactSettings:
         """The same settings with the image folder and labels file as absolute paths
@@ -75,19 +71,33 @@ class ImpactSettings:
         }
         return self.updated(**changes)
 
-    def result_settings(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.with_absolute_paths().to_dict().items() if k not in _SPEED_ONLY}
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-        out["impact_version"] = IMPACT_VERSION
-        return out
+    def prepared(self) -> ImpactSettings:
+        """These settings for the workers: paths made absolute, the image set checked once, here.
+
+        A missing, empty or unreadable image set (or labels file) is the same for every model, so it is
+        a one-line error before a survey starts rather than a failure row per model. Labels naming
+        classes a model does not have are checked per model (an ``impact`` failure).
+        """
+        from pipeline.impact.images import load_image_set
+        from pipeline.sources.base import Preprocess
+
+        prepared = self.with_absolute_paths()
+        load_image_set(prepared.images, Preprocess(input_size=(3, 32, 32)), labels=prepared.labels,
+                       max_images=prepared.max_images, seed=prepared.seed)
+        return prepared
+
+    def recorded(self) -> ImpactSettings:
+        return self.with_absolute_paths()
 
     @property
     def impact_id(self) -> str:
-        return config_id(self.result_settings())
+        return self.settings_id()
 
 
 def impact_key(model_id: str, cfg_id: str, impact_id: str) -> str:
     """File key of a model's impact tables: detection config and impact settings both in the name."""
+    from pipeline.store import file_key
+
     return file_key(model_id, f"{cfg_id}-{impact_id}")
 
 

@@ -3,7 +3,8 @@
 Orchestration only: it calls the sources (resolve, fetch), the runner (detect) and the store
 (write); it never computes a statistic. ``driver`` runs the loop, ``tasks`` holds the Ray
 tasks, ``board`` the actor they report their start to, ``runtime`` starts or joins Ray,
-``progress`` draws the bar and the summary. Imports are lazy: Ray workers that only need
+``progress`` draws the bar, ``records`` holds the options, per-model records and summary they
+share (the command prints the summary). Imports are lazy: Ray workers that only need
 ``board`` must not pay for torch.
 """
 
@@ -16,7 +17,9 @@ __all__ = ["ModelRecord", "SurveyOptions", "SurveySummary", "run_survey"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from pipeline.survey import driver
-
-        return getattr(driver, name)
+        if name == "run_survey":
+            from pipeline.survey import driver as home
+        else:
+            from pipeline.survey import records as home
+        return getattr(home, name)
     raise AttributeError(name)

@@ -16,7 +16,6 @@ tables are written as usual.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,89 +25,17 @@ from typing import Any
 
 from pipeline.errors import PanSurveyError, one_line
 from pipeline.impact.settings import ImpactSettings, impact_key, impact_run_config, run_config_id
-from pipeline.options import gpu_share_problem
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.sources.base import former_ids
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.logs import SurveyLog
 from pipeline.survey.memory import oom_message
-from pipeline.survey.progress import Counts, Progress, make_progress
+from pipeline.survey.progress import Progress, make_progress
+from pipeline.survey.records import Counts, ModelRecord, SurveyOptions, SurveySummary  # also importable from here
 
 #: How often the driver wakes up when nothing finishes (to check timeouts, refresh the bar).
 POLL_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class SurveyOptions:
-    """How a survey runs (placement, limits, retries); none of it changes a stored number."""
-
-    address: str | None = None  # None: embedded runtime (or RAY_ADDRESS when set)
-    gpus_per_model: float | None = None  # None: DEFAULT_GPU_SHARE when the cluster has GPUs, else 0
-    cpus_per_model: float = 1.0
-    max_downloads: int = 4
-    timeout_per_model: float | None = None  # seconds of detect time before the task is cancelled
-    #: Seconds from submitting a detect task until it must have reported its start (a task that hangs
-    #: before it starts, or whose start is lost, is still cancelled); None: 3 x timeout_per_model.
-    start_timeout: float | None = None
-    max_retries: int = 3  # re-runs of a task whose worker or node died (out-of-memory kills: at most one)
-    random_init: bool = False
-    progress: str = "auto"  # auto | bar | lines | off
-    num_cpus: int | None = None  # size of an embedded runtime (default: the machine)
-    memory_budget_gb: float | None = None  # embedded runtime's memory resource (None: $PANS_SURVEY_MEMORY_GB)
-    wait_for_nodes: float | None = None  # seconds to wait for nodes that can run a task (None: see feasibility.py)
-
-
-@dataclass
-class ModelRecord:
-    """What happened to one model in this run (returned to callers; the store has the data)."""
-
-    model_id: str
-    key: str
-    status: str  # done | failed | skipped
-    stage: str | None = None
-    error_type: str | None = None
-    message: str | None = None
-    attempts: int = 0
-    fetch_node: str | None = None
-    detect_node: str | None = None
-    device: str | None = None
-    fetch_seconds: float = 0.0
-    task_seconds: float = 0.0
-    pans: int = 0
-    padded_neurons: int = 0
-    details: str | None = None  # the log file holding this failure's full text, when there is one
-
-
-@dataclass
-class SurveySummary:
-    run_id: str
-    config_id: str
-    out: Path
-    requested: int
-    skipped: int
-    wall_seconds: float
-    models: list[ModelRecord] = field(default_factory=list)
-    folder_models: int = 0  # models with results in the folder under this config (all runs)
-    folder_pans: int = 0
-    impact_id: str | None = None  # with --impact: the impact settings' id (see pipeline/impact/settings.py)
-    log: Path | None = None  # DIR/logs/survey-RUN.log: Ray's own output and full error texts
-
-    @property
-    def done(self) -> int:
-        return sum(r.status == "done" for r in self.models)
-
-    @property
-    def failed(self) -> int:
-        return sum(r.status == "failed" for r in self.models)
-
-    @property
-    def pans(self) -> int:
-        return sum(r.pans for r in self.models if r.status == "done")
-
-    @property
-    def padded_neurons(self) -> int:
-        return sum(r.padded_neurons for r in self.models if r.status == "done")
 
 
 @dataclass
@@ -518,17 +445,13 @@ def run_survey(
     options = options or SurveyOptions()
     if not specs:
         raise PanSurveyError("no models to survey: give SPECs or --models-file")
-    if options.max_downloads < 1:
-        raise PanSurveyError("--max-downloads must be at least 1")
-    share = options.gpus_per_model
-    if share is not None and (problem := gpu_share_problem(share)):
-        raise PanSurveyError(f"--gpus-per-model {share:g}: {problem}")
-    _check_settings(settings, options)
+    options.check()
+    settings.check(embedded=options.embedded)
     budget = budget_bytes(options.memory_budget_gb)
-    if options.memory_budget_gb is not None and (options.address or os.environ.get("RAY_ADDRESS")):
+    if options.memory_budget_gb is not None and not options.embedded:
         raise PanSurveyError("--memory-budget sizes the local runtime; on a cluster use ray start --memory")
     if impact is not None:
-        impact = prepared_impact(impact)
+        impact = impact.prepared()
     started = time.monotonic()
     store = ResultStore(out)
     with store.writing("survey"):  # one writer per folder; finishes an interrupted compaction first
@@ -582,7 +505,7 @@ def _run_locked(
     if todo:
         # Ray's output goes to DIR/logs/; SIGINT/SIGTERM end the run cleanly (see logs.py, signals.py).
         with log, signals.interruptible():
-            embedded = options.address is None and not os.environ.get("RAY_ADDRESS")
+            embedded = options.embedded
             signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
             runtime = connect(
                 options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget
@@ -600,51 +523,8 @@ def _run_locked(
     summary = SurveySummary(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
     )
-    summary.folder_models, summary.folder_pans = _folder_totals(store, cfg)
+    summary.folder_models, summary.folder_pans = store.totals(cfg)
     summary.impact_id = impact.impact_id if impact is not None else None
     summary.log = log.path if log.path.is_file() else None
     return summary
 
-
-def _check_settings(settings: DetectSettings, options: SurveyOptions) -> None:
-    """What is wrong for every model is one error here, on the driver, not a failure row per model.
-
-    The probe (a folder must be readable at the same path on every node, as on a shared volume)
-    and the device: fully on the embedded runtime (this machine is the cluster), by syntax only
-    when joining a cluster (its nodes may have GPUs this driver lacks).
-    """
-    import os
-
-    from pipeline.detect.core import check_device, resolve_device
-    from pipeline.probes import check_probe
-
-    check_probe(settings.probe)
-    if options.address is None and not os.environ.get("RAY_ADDRESS"):
-        resolve_device(settings.device)
-    else:
-        check_device(settings.device)
-
-
-def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
-    """Impact settings for the workers: paths made absolute, the image set checked once, here.
-
-    A missing, empty or unreadable image set (or labels file) is the same for every model, so it is
-    a one-line error before the survey starts rather than a failure row per model. Labels naming
-    classes a model does not have are checked per model (an ``impact`` failure).
-    """
-    from pipeline.impact.images import load_image_set
-    from pipeline.sources.base import Preprocess
-
-    impact = impact.with_absolute_paths()
-    load_image_set(impact.images, Preprocess(input_size=(3, 32, 32)), labels=impact.labels,
-                   max_images=impact.max_images, seed=impact.seed)
-    return impact
-
-
-def _folder_totals(store: ResultStore, cfg: str) -> tuple[int, int]:
-    """Models and PANs in the whole folder under this configuration (this run and earlier ones)."""
-    import pyarrow.compute as pc
-
-    models = store.read("models")
-    models = models.filter(pc.equal(models["config_id"], cfg))
-    return models.num_rows, int(pc.sum(models["pans"]).as_py() or 0)

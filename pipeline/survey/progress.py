@@ -1,4 +1,4 @@
-"""What the driver shows while a survey runs, and the summary it prints at the end.
+"""What the driver shows while a survey runs.
 
 A live bar on a terminal (rich): done / failed / running, models per minute, ETA, and one line
 per failure (a 200-model survey fits one screen). In a log (``ray job submit``, CI) one line per
@@ -10,25 +10,10 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import Protocol, TextIO
 
-if TYPE_CHECKING:
-    from pipeline.survey.driver import ModelRecord, SurveySummary
-
-
-@dataclass
-class Counts:
-    total: int
-    done: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: str | None = None  # what the survey waits for ("waiting for GPU nodes ..., 0:42"), if anything
-
-    @property
-    def finished(self) -> int:
-        return self.done + self.failed
+from pipeline.survey.records import Counts, ModelRecord
 
 
 def rate_and_eta(counts: Counts, elapsed: float) -> tuple[float, float | None]:
@@ -179,46 +164,3 @@ def _isatty(stream: TextIO) -> bool:
     except (AttributeError, ValueError):
         return False
 
-
-def print_summary(summary: SurveySummary, stream=None) -> None:
-    """The final table: what was surveyed, what failed, and where the results are."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=stream or sys.stdout, width=120, soft_wrap=False)
-    table = Table(title=f"survey {summary.run_id}  (config {summary.config_id})", show_header=True)
-    table.add_column("models", justify="right")
-    table.add_column("done", justify="right")
-    table.add_column("skipped (already done)", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("PANs", justify="right")
-    table.add_column("padded neurons", justify="right")
-    table.add_column("wall", justify="right")
-    table.add_column("models/min", justify="right")
-    per_min = summary.done / summary.wall_seconds * 60 if summary.wall_seconds > 0 else 0.0
-    table.add_row(
-        str(summary.requested),
-        str(summary.done),
-        str(summary.skipped),
-        str(summary.failed),
-        str(summary.pans),
-        str(summary.padded_neurons),
-        f"{summary.wall_seconds:.1f} s",
-        f"{per_min:.1f}",
-    )
-    console.print(table)
-    failures = [r for r in summary.models if r.status == "failed"]
-    for rec in failures[:10]:
-        console.print(f"  failed: {event_line(rec)}", markup=False, soft_wrap=True)
-    if len(failures) > 10:
-        console.print(f"  ... and {len(failures) - 10} more (see {summary.out}/failures/)", markup=False)
-    console.print(
-        f"folder total for this config: {summary.folder_models} models, {summary.folder_pans} PANs", markup=False
-    )
-    console.print(f"results: {summary.out}  (neurons/ layers/ models/ failures/ runs/)", markup=False)
-    if summary.impact_id:
-        console.print(f"impact:  {summary.out}/impact*/  (impact settings {summary.impact_id})", markup=False)
-    console.print(f"report:  pans report {summary.out} --out {summary.out}/report.html", markup=False)
-    console.print(f"query:   pans query {summary.out} @pans_per_model", markup=False)
-    if summary.log:
-        console.print(f"log:     {summary.log}  (Ray's own output, full error texts)", markup=False)
