@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.detect.classify import CONSTANT_MODES
 from pipeline.detect.geometry import AxisGeometry, ConvGeometry, torch_same_padding
 from pipeline.detect.tracer import ConvCall
 from pipeline.schema import SIDES
 
-CONSTANT_MODES = {"constant", "zeros"}
 #: Fewest interior output positions a layer needs to be measured. Below this the neuron's spread
 #: (the scale of every z-score) rests on a handful of values per image, and such layers (the last
 #: stage of a network probed at a small image size) dominated PAN counts with unstable z-scores.
