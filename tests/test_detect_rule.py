@@ -25,7 +25,7 @@ from pipeline.settings import DetectSettings
 from pipeline.store import ResultStore, file_key
 
 TAU = 2.0
-MODES = {"zeros": "zeros", "constant": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+MODES = {m: m for m in ("zeros", "constant", "reflect", "replicate", "circular")}  # layer name: padding_mode
 
 
 class MixedPadding(nn.Module):
@@ -87,7 +87,9 @@ def _python_rule(rows: list[dict], tau: float) -> dict[tuple, tuple]:
 
 def _macro(con, tau: float) -> dict[tuple, tuple]:
     rows = con.sql(f"SELECT * FROM pans_at({tau})").to_arrow_table().to_pylist()
-    return {(r["layer"], r["channel"]): (r["is_pan"], r["pan_sides"], r["pan_sign"], r["border_informed"]) for r in rows}
+    return {
+        (r["layer"], r["channel"]): (r["is_pan"], r["pan_sides"], r["pan_sign"], r["border_informed"]) for r in rows
+    }
 
 
 def test_every_padding_mode_is_measured_with_its_rule(folder: Path):
