@@ -148,6 +148,37 @@ def _input_span(axis: AxisGeometry, out: slice) -> tuple[int, int]:
     return out.start * axis.stride, (out.stop - 1) * axis.stride + span
 
 
+#: A per-image sum of squares is trusted in float32 while it is at most this many times the sum
+#: of squared deviations (float32 keeps ~7 digits, so at most ~2 are lost to the cancellation).
+CANCELLATION_LIMIT = 100.0
+
+
+def _moments(interior: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Count, per-channel mean and sum of squared deviations (float64) of an (N, C, h, w) view.
+
+    Why not ``torch.var_mean`` over (0, 2, 3): its Welford loop cost about half the convolution
+    itself on large maps. Per image and channel, a float32 sum and a sum of squares (two fast
+    vectorised reductions over the contiguous rows) give the mean and spread; images are then
+    combined in float64. Where the mean dominates the spread, the sum of squares would lose
+    digits, so those channels are recomputed with ``var_mean`` (few: near-constant neurons).
+    """
+    n, _c, h, w = interior.shape
+    hw = h * w
+    s = interior.sum(dim=(2, 3)).double()  # (N, C)
+    q = torch.linalg.vector_norm(interior, dim=(2, 3)).double().square()
+    mean_nc = s / hw
+    m2_nc = q - s * mean_nc
+    risky = (q > CANCELLATION_LIMIT * m2_nc).any(dim=0)
+    if bool(risky.any()):
+        ch = risky.nonzero().squeeze(1)
+        var, mean = torch.var_mean(interior.index_select(1, ch), dim=(2, 3), correction=0)
+        mean_nc[:, ch] = mean.double()
+        m2_nc[:, ch] = var.double() * hw
+    mean = mean_nc.mean(dim=0)
+    m2 = m2_nc.sum(dim=0) + hw * (mean_nc - mean).square().sum(dim=0)
+    return n * hw, mean, m2
+
+
 def _select(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``x[:, :, rows][:, :, :, cols]`` for index vectors (edge indices may repeat)."""
     return x.index_select(2, rows).index_select(3, cols)
@@ -182,10 +213,7 @@ class LayerStats:
         n_img = int(y.shape[0])
         self.images += n_img
         ri, ci = g.interior_slice()
-        interior = y[:, :, ri, ci]
-        var, mean = torch.var_mean(interior, dim=(0, 2, 3), correction=0)
-        n_b = interior.shape[0] * interior.shape[2] * interior.shape[3]
-        mean, m2 = mean.double(), var.double() * n_b
+        n_b, mean, m2 = _moments(y[:, :, ri, ci])
         delta = mean - self.mean
         total = self.n + n_b
         self.mean += delta * (n_b / total)
