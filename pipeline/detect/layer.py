@@ -7,8 +7,10 @@ Own padding response: (output with the layer's padding) - (output with a neutral
 padding). The default reference is *replicate* (each padded position holds its nearest input
 pixel: the border carries no signal of its own); ``mean`` fills it with the input channel's mean.
 Because the convolution is linear, the difference is the convolution of D = (padded input -
-reference), which is zero everywhere but the padded region. So we convolve D only on the thin
-border strips that can see it, and on the batch-mean strip rather than every image.
+reference), which is zero everywhere but the padded region. So we build D only on the thin
+border strips that can see it, on the batch-mean strip rather than every image, and (the mean
+response over a strip being the weight applied to the strip's mean receptive window) take one
+weight-times-window product per layer for all sides instead of a convolution per strip.
 """
 
 from __future__ import annotations
