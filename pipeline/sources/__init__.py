@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import ModelLoadError, UnknownModelError
 from pipeline.sources import hf_hub, local_dir, pyfile, timm_source, torchvision_source  # noqa: F401  (registers)
 from pipeline.sources.base import SOURCES, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
-from pipeline.sources.hub import is_offline, set_offline
+from pipeline.sources.hub_download import is_offline, set_offline
 from pipeline.sources.models_file import collect_specs, read_models_file
 from pipeline.sources.padding import has_padded_convs, padding_summary
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source, sha256_file
-from pipeline.sources.hub import WEIGHT_FILES
+from pipeline.sources.hub_download import WEIGHT_FILES
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
 

@@ -17,7 +17,7 @@ tables are written as usual.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -112,6 +112,7 @@ class _Job:
     fetch_seconds: float = 0.0
     fetched: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # driver clock when the detect task reported its start
+    target: str | None = None  # the node its fetch was sent to (see pipeline/survey/placement.py)
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -193,6 +194,7 @@ class Survey:
         import ray
 
         from pipeline.survey.board import StartBoard
+        from pipeline.survey.placement import FetchPlacement
         from pipeline.survey.runtime import gpu_share
 
         gpus = gpu_share(self.options.gpus_per_model)
@@ -204,9 +206,10 @@ class Survey:
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
+        self.placement = FetchPlacement(gpus, cpus)
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
-        self.board = StartBoard.options(scheduling_strategy=_affinity(here, spill=False)).remote()
+        self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
         try:
             self._loop(pending, gpus, cpus)
         finally:
@@ -251,7 +254,12 @@ class Survey:
     def _submit_fetch(self, job: _Job) -> None:
         from pipeline.survey.tasks import fetch_task
 
-        ref = fetch_task.options(max_retries=self.options.max_retries).remote(job.key, job.ref)
+        in_flight = Counter(j.fetch_node or j.target for j in [*self.fetching.values(), *self.detecting.values()])
+        job.target = self.placement.pick(in_flight)
+        opts: dict[str, Any] = {"max_retries": self.options.max_retries}
+        if job.target is not None:
+            opts["scheduling_strategy"] = _affinity(job.target)
+        ref = fetch_task.options(**opts).remote(job.key, job.ref)
         self.fetching[ref] = job
 
     def _submit_detect(self, job: _Job) -> None:
@@ -260,8 +268,8 @@ class Survey:
         opts: dict[str, Any] = {"num_cpus": self.options.cpus_per_model, "max_retries": self.options.max_retries}
         if job.gpus > 0:
             opts["num_gpus"] = job.gpus
-        if job.fetch_node:
-            opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
+        if job.fetch_node:  # where the weights are; see pipeline/survey/placement.py
+            opts["scheduling_strategy"] = _affinity(job.fetch_node)
         job.started = None
         ref = detect_task.options(**opts).remote(
             job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
@@ -396,15 +404,10 @@ class Survey:
                 self._fail(job, "timeout", "Timeout", f"no result after {limit:g} s; task cancelled")
 
 
-def _affinity(node_id: str, *, spill: bool) -> Any:
-    """Prefer ``node_id``; with ``spill``, run elsewhere when that node is busy (it re-fetches there)."""
+def _affinity(node_id: str) -> Any:
+    """Run on ``node_id`` (waiting for room there); elsewhere only when that node is dead or infeasible."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if spill:
-        try:
-            return NodeAffinitySchedulingStrategy(node_id, soft=True, _spill_on_unavailable=True)
-        except TypeError:  # a Ray without the private flag: plain soft affinity
-            pass
     return NodeAffinitySchedulingStrategy(node_id, soft=True)
 
 

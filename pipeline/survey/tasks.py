@@ -14,7 +14,6 @@ import gc
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -80,7 +79,7 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def fetch_weights(ref: ModelRef) -> dict[str, Any]:
+def fetch_into_node_cache(ref: ModelRef) -> dict[str, Any]:
     """Download ``ref``'s weights into this node's hub cache without building the model.
 
     Returns the source's fetch record (``revision``, ``path``, ``sha256``, ``size``; empty for
@@ -92,15 +91,20 @@ def fetch_weights(ref: ModelRef) -> dict[str, Any]:
 
 
 def usable_here(fetched: dict[str, Any]) -> bool:
-    """True when every file a fetch record points at exists on this node (shared cache, same node)."""
+    """True when every file a fetch record points at is on this node (shared cache, same node).
+
+    Downloads count only in this node's own cache: see :mod:`pipeline.sources.node_cache`.
+    """
+    from pipeline.sources.node_cache import usable_on_this_node
+
     paths = [v for k, v in fetched.items() if k == "path" or k.endswith("_path")]
-    return all(isinstance(v, str) and Path(v).is_file() for v in paths)
+    return all(isinstance(v, str) and usable_on_this_node(v) for v in paths)
 
 
 def _fetch(key: str, ref: ModelRef) -> FetchOutcome:
     started = time.perf_counter()
     try:
-        fetched = fetch_weights(ref)
+        fetched = fetch_into_node_cache(ref)
     except Exception as exc:
         return FetchOutcome(key, node_id(), time.perf_counter() - started, TaskError.from_exception("fetch", exc))
     return FetchOutcome(key, node_id(), time.perf_counter() - started, fetched=fetched)
@@ -147,7 +151,7 @@ def _detect(
         # otherwise fetch again on this node (pinned to the same commit when there was one).
         if fetched and not usable_here(fetched):
             pinned = replace(ref, revision=fetched["revision"]) if fetched.get("revision") else ref
-            fetched = fetch_weights(pinned)
+            fetched = fetch_into_node_cache(pinned)
         timings["refetch"] = time.perf_counter() - started
         stage = "load"
         t0 = time.perf_counter()
