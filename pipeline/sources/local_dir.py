@@ -34,6 +34,9 @@ class LocalDirSource(Source):
     def build(self, ref: ModelRef) -> nn.Module:
         return build_from_export(read_config(Path(ref.name) / "config.json", self._label(ref)), self._label(ref), None)
 
+    def downloads(self, ref: ModelRef) -> bool:
+        return False  # a file on a path every node sees
+
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         """Nothing to download: find the weight file and hash it."""
         if not ref.pretrained:

@@ -94,6 +94,9 @@ class TimmSource(Source):
 
         return timm.create_model(ref.name, pretrained=False)
 
+    def downloads(self, ref: ModelRef) -> bool:
+        return ref.pretrained  # random init: nothing to download
+
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         if not ref.pretrained:
             return {}

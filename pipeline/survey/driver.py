@@ -195,7 +195,8 @@ class Survey:
 
         from pipeline.survey.board import StartBoard
         from pipeline.survey.placement import FetchPlacement
-        from pipeline.survey.runtime import gpu_share
+        from pipeline.survey.runtime import detect_slots, gpu_share
+        from pipeline.survey.warmup import warm_workers
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
@@ -207,6 +208,7 @@ class Survey:
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
         self.placement = FetchPlacement(gpus, cpus)
+        self.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap the first fetches
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
         self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
@@ -252,8 +254,12 @@ class Survey:
             self.progress.update(self.counts)
 
     def _submit_fetch(self, job: _Job) -> None:
+        from pipeline.sources import needs_download
         from pipeline.survey.tasks import fetch_task
 
+        if not needs_download(job.ref):  # random init, a local file: the detect task loads it itself
+            self._submit_detect(job)
+            return
         in_flight = Counter(j.fetch_node or j.target for j in [*self.fetching.values(), *self.detecting.values()])
         job.target = self.placement.pick(in_flight)
         opts: dict[str, Any] = {"max_retries": self.options.max_retries}
@@ -532,8 +538,13 @@ def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
     from pipeline.sources.base import Preprocess
 
     impact = impact.with_absolute_paths()
-    load_image_set(impact.images, Preprocess(input_size=(3, 32, 32)), labels=impact.labels,
-                   max_images=impact.max_images, seed=impact.seed)
+    load_image_set(
+        impact.images,
+        Preprocess(input_size=(3, 32, 32)),
+        labels=impact.labels,
+        max_images=impact.max_images,
+        seed=impact.seed,
+    )
     return impact
 
 

@@ -21,6 +21,7 @@ import ray
 from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
+from pipeline.survey.gpu_memory import cap_gpu_memory
 
 
 @dataclass
@@ -159,6 +160,7 @@ def _detect(
         timings["load"] = time.perf_counter() - t0
         stage = "detect"
         device = pick_device(settings.device)
+        cap_gpu_memory(device)  # a fractional GPU share is a memory limit too
         t0 = time.perf_counter()
         tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=timings["load"], run_id=run_id)
         timings["detect"] = time.perf_counter() - t0
