@@ -53,9 +53,10 @@ run() {
 echo "gpu_check: mode $MODE, logs in $OUT"
 if [ "$MODE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-    run gpu-tests 150 "$PYTHON" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_memory.py
-    run cuda-agrees 90 "$PYTHON" bench/cuda_agrees.py --other cuda
-    run gpu-survey 240 "$PYTHON" bench/gpu_survey.py --gpus-per-model "$SHARE" --out "$OUT/survey"
+    # Limits add up to 5 minutes.
+    run gpu-tests 90 "$PYTHON" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_memory.py
+    run cuda-agrees 60 "$PYTHON" bench/cuda_agrees.py --other cuda
+    run gpu-survey 150 "$PYTHON" bench/gpu_survey.py --gpus-per-model "$SHARE" --out "$OUT/survey"
 else
     # No GPU: the same steps where they can run. The gpu tests collect and skip; CPU vs CPU; survey on CPU.
     run gpu-tests 150 "$PYTHON" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_memory.py
@@ -70,7 +71,11 @@ printf '%-14s %-18s %10s   %s\n' step status time log
 for line in "${STEPS[@]}"; do echo "$line"; done
 echo
 echo "-- survey table (bench/gpu_survey.py):"
-grep -E '^(model |survey:)|^[a-z0-9_.:-]+ +(done|failed|skipped) ' "$OUT/gpu-survey.log" 2>/dev/null || echo "(no table: see $OUT/gpu-survey.log)"
+if grep -q '^survey:' "$OUT/gpu-survey.log" 2>/dev/null; then
+    sed -n '/^model  /,/^survey:/p' "$OUT/gpu-survey.log"
+else
+    echo "(no table: see $OUT/gpu-survey.log)"
+fi
 echo "-- CPU vs $( [ "$MODE" = cuda ] && echo CUDA || echo CPU ) agreement (bench/cuda_agrees.py):"
 grep -vE '^(Traceback| )' "$OUT/cuda-agrees.log" 2>/dev/null | tail -n 5
 exit $FAILED

@@ -20,9 +20,7 @@ SPECS = ["test_resnet", "test_efficientnet", "resnet10t", "mobilenetv3_small_050
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_detect_and_download_on_gpu_nodes_and_a_lost_node_loses_nothing(
-    ray_gpu_cluster, tmp_path: Path
-) -> None:
+def test_detect_and_download_on_gpu_nodes_and_a_lost_node_loses_nothing(ray_gpu_cluster, tmp_path: Path) -> None:
     cluster, _head_id, gpu_nodes = ray_gpu_cluster
     gpu_ids = {n.node_id for n in gpu_nodes}
     out = tmp_path / "results"

@@ -22,6 +22,7 @@ from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.survey.gpu_memory import cap_gpu_memory
+from pipeline.survey.warmup import import_detector
 
 
 @dataclass
@@ -136,7 +137,7 @@ def _detect(
 ) -> DetectOutcome:
     # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
     # that is start-up, not this model's time, so the clock starts after it.
-    import timm  # noqa: F401
+    import_detector()
 
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model
