@@ -212,6 +212,7 @@ class Survey:
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
         self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
+        self._drain: Any = None  # the board's answer on its way (see _read_board)
         try:
             self._loop(pending, gpus, cpus)
         finally:
@@ -383,12 +384,19 @@ class Survey:
         self._submit_detect(job)
 
     def _read_board(self) -> None:
+        """Take the board's start events when its answer is there; never wait for it (the actor's
+        first answer waits for its process to start, which would stall the loop)."""
         import ray
 
-        try:
-            events = ray.get(self.board.drain.remote(), timeout=10)
-        except (ray.exceptions.RayError, TimeoutError):
+        if self._drain is None:
+            self._drain = self.board.drain.remote()
+        if not ray.wait([self._drain], timeout=0)[0]:
             return
+        try:
+            events = ray.get(self._drain)
+        except ray.exceptions.RayError:
+            events = []
+        self._drain = None
         now = time.monotonic()
         by_key = {j.key: j for j in self.detecting.values()}
         for key, attempt, _node in events:
