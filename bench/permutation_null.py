@@ -143,9 +143,8 @@ class NullHook:
         # P permutations per neuron, shared by the neuron's input channels.
         perm = torch.rand(self.perms, k_out, kh * kw, generator=self.gen, dtype=torch.float64).argsort(dim=2)
         wflat = weight.view(k_out, cg, kh * kw)
-        wp = torch.gather(
-            wflat.unsqueeze(0).expand(self.perms, -1, -1, -1), 3, perm.unsqueeze(2).expand(-1, -1, cg, -1)
-        )  # (P, K, Cg, T)
+        wp = torch.gather(wflat.unsqueeze(0).expand(self.perms, -1, -1, -1), 3,
+                          perm.unsqueeze(2).expand(-1, -1, cg, -1))  # (P, K, Cg, T)
         wp = wp.view(self.perms, groups, k_out // groups, cg, kh * kw)
         null = torch.einsum("pgkct,sgct->psgk", wp, mwin).reshape(self.perms, len(sides), k_out)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -208,7 +207,8 @@ def agreement(model: nn.Module, images: torch.Tensor, results: list[LayerResult]
         rows = by_layer[lr.name]
         safe = torch.where(lr.scale > 0, lr.scale, torch.ones_like(lr.scale))
         ours = (lr.own / safe.unsqueeze(1)).numpy()
-        theirs = np.array([[np.nan if t[f"own_z_{s}"][i] is None else t[f"own_z_{s}"][i] for s in SIDES] for i in rows])
+        theirs = np.array([[np.nan if t[f"own_z_{s}"][i] is None else t[f"own_z_{s}"][i] for s in SIDES]
+                           for i in rows])
         if not np.array_equal(np.isnan(ours), np.isnan(theirs)):
             raise RuntimeError(f"{lr.name}: different empty sides than detect_pans")
         ok = ~np.isnan(ours)
@@ -250,16 +250,12 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} absent: no trained weights")
     started = time.perf_counter()
-    print(
-        f"tau {TAU}, {args.perms} tap permutations per neuron (same permutation for all input channels of a"
-        f" neuron), specific = PAN with p <= {args.alpha}; p = (1 + #perm >= obs) / (1 + P)."
-    )
+    print(f"tau {TAU}, {args.perms} tap permutations per neuron (same permutation for all input channels of a"
+          f" neuron), specific = PAN with p <= {args.alpha}; p = (1 + #perm >= obs) / (1 + P).")
     print("APPROXIMATION: scale_k (interior std) is kept at the observed kernel's value for every permutation.")
     print("int = nn.Conv2d with int zero padding (brief's scope); +same = also timm Conv2dSame (dynamic TF-SAME).")
-    head = (
-        f"{'model':34s} {'scope':>5s} {'live':>6s} {'PANs':>5s} {'specific':>8s} {'share':>6s}"
-        f" {'med p':>6s} {'live p<=a':>9s}"
-    )
+    head = (f"{'model':34s} {'scope':>5s} {'live':>6s} {'PANs':>5s} {'specific':>8s} {'share':>6s}"
+            f" {'med p':>6s} {'live p<=a':>9s}")
     rows, checks = [], []
     for label, model, images in models(tuple(args.toy_seeds)):
         t0 = time.perf_counter()
@@ -270,10 +266,8 @@ def main() -> None:
             s = summarise(res, args.alpha, kinds)
             share = s["specific"] / s["pans"] if s["pans"] else float("nan")
             med = float(np.median(s["pvals"])) if s["pvals"] else float("nan")
-            rows.append(
-                f"{label:34s} {scope:>5s} {s['live']:6d} {s['pans']:5d} {s['specific']:8d} {share:6.1%}"
-                f" {med:6.3f} {s['live_low'] / s['live']:9.1%}"
-            )
+            rows.append(f"{label:34s} {scope:>5s} {s['live']:6d} {s['pans']:5d} {s['specific']:8d} {share:6.1%}"
+                        f" {med:6.3f} {s['live_low'] / s['live']:9.1%}")
         secs = time.perf_counter() - t0
         max_abs, max_rel, n, pans_det, disagree = agreement(model, images, res)
         checks.append(f"{label:34s} {n:6d} {max_abs:10.2e} {max_rel:10.2e} {pans_det:9d} {disagree:9d} {secs:7.1f}")
@@ -285,10 +279,8 @@ def main() -> None:
     print("expected to be alpha even then: passing tau favours placements that are extreme for their own weights.")
     print()
     print("agreement of unpermuted own_z with detect_pans (same layers, all live+dead neurons, all sides):")
-    print(
-        f"{'model':34s} {'neurons':>6s} {'max|dz|':>10s} {'max rel':>10s} {'PANs det':>9s} {'PAN diff':>9s}"
-        f" {'null s':>7s}"
-    )
+    print(f"{'model':34s} {'neurons':>6s} {'max|dz|':>10s} {'max rel':>10s} {'PANs det':>9s} {'PAN diff':>9s}"
+          f" {'null s':>7s}")
     print("(max rel: over |own_z| >= 0.1; null s: seconds of the hooked pass with the permutations)")
     print("\n".join(checks))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")

@@ -35,10 +35,7 @@ class ResNet20(nn.Module):
     """CIFAR ResNet-20 (He et al. 2016), state-dict keys as in cifar10_resnet20.safetensors."""
 
     pretrained_cfg: ClassVar[dict] = {
-        "input_size": (3, 32, 32),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "crop_pct": 1.0,
+        "input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 1.0
     }
 
     def __init__(self, num_classes: int = 10) -> None:
@@ -65,10 +62,7 @@ class PNet(nn.Module):
     """MTCNN P-Net: no padding anywhere (a negative control)."""
 
     pretrained_cfg: ClassVar[dict] = {
-        "input_size": (3, 48, 48),
-        "mean": (127.5 / 255,) * 3,
-        "std": (128 / 255,) * 3,
-        "crop_pct": 1.0,
+        "input_size": (3, 48, 48), "mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3, "crop_pct": 1.0
     }
 
     def __init__(self) -> None:

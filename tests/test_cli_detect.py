@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import main
 
-FACTORIES = """
+FACTORIES = '''
 import torch.nn as nn
 
 def small():
@@ -23,7 +23,7 @@ def not_a_module():
 
 def broken():
     raise RuntimeError("boom")
-"""
+'''
 
 
 @pytest.fixture

@@ -41,30 +41,9 @@ def test_impact_on_the_toy_with_an_image_folder(tmp_path: Path, capsys) -> None:
     images = write_image_folder(tmp_path / "images")
     out = tmp_path / "res"
     # The toy's PANs read a constant input plane that photos do not have: probe with its own images.
-    rc = main(
-        [
-            "impact",
-            TRAINED,
-            "--out",
-            str(out),
-            "--images",
-            str(images),
-            "--probe",
-            str(images),
-            "--num-images",
-            "32",
-            "--controls",
-            "3",
-            "--padding-modes",
-            "reflect",
-            "--border-patches",
-            "2",
-            "--border-grid",
-            "4",
-            "--device",
-            "cpu",
-        ]
-    )
+    rc = main(["impact", TRAINED, "--out", str(out), "--images", str(images), "--probe", str(images),
+               "--num-images", "32", "--controls", "3", "--padding-modes", "reflect", "--border-patches", "2",
+               "--border-grid", "4", "--device", "cpu"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "intact accuracy" in printed and "PAN ablation" in printed and str(out) in printed
@@ -72,12 +51,10 @@ def test_impact_on_the_toy_with_an_image_folder(tmp_path: Path, capsys) -> None:
     for table in ("impact", "impact_classes", "impact_border"):
         assert len(list((out / table).glob("*.parquet"))) == 1, table
     con = duckdb.connect()
-    accuracy = dict(
-        con.execute(
-            f"SELECT condition, value FROM read_parquet('{out}/impact/*.parquet') "
-            "WHERE metric = 'accuracy' AND condition IN ('intact', 'pan_ablation')"
-        ).fetchall()
-    )
+    accuracy = dict(con.execute(
+        f"SELECT condition, value FROM read_parquet('{out}/impact/*.parquet') "
+        "WHERE metric = 'accuracy' AND condition IN ('intact', 'pan_ablation')"
+    ).fetchall())
     assert set(accuracy) == {"intact", "pan_ablation"}
     assert accuracy["intact"] >= 0.9  # the labels from near/ and far/ were read as the model's classes
     assert accuracy["pan_ablation"] <= accuracy["intact"] - 0.2  # without its PANs the toy cannot see the border
@@ -88,7 +65,9 @@ def test_impact_on_the_toy_with_an_image_folder(tmp_path: Path, capsys) -> None:
     assert controls == 3
     classes = con.execute(f"SELECT DISTINCT class_name FROM read_parquet('{out}/impact_classes/*.parquet')").fetchall()
     assert {c[0] for c in classes} <= set(CLASS_NAMES)
-    border = con.execute(f"SELECT DISTINCT condition FROM read_parquet('{out}/impact_border/*.parquet')").fetchall()
+    border = con.execute(
+        f"SELECT DISTINCT condition FROM read_parquet('{out}/impact_border/*.parquet')"
+    ).fetchall()
     assert {c[0] for c in border} == {"intact", "pan_ablation", "random_control"}
     runs = con.execute(f"SELECT command, config_json FROM read_parquet('{out}/runs/*.parquet')").fetchall()
     assert runs[0][0] == "impact" and '"controls": 3' in runs[0][1]
@@ -97,7 +76,7 @@ def test_impact_on_the_toy_with_an_image_folder(tmp_path: Path, capsys) -> None:
     page_path = tmp_path / "report.html"
     assert main(["report", str(out), "--out", str(page_path)]) == 0
     page = page_path.read_text()
-    section = page[page.index('<section id="impact">') :]
+    section = page[page.index('<section id="impact">'):]
     section = section[: section.index("</section>")]
     assert "PAN ablation against matched controls" in section and "distance to the border" in section
     assert section.count("<img") >= 2 and "trained_border_cnn" in section
@@ -129,17 +108,9 @@ def _bad(tmp_path: Path, case: str) -> tuple[list[str], str]:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "empty folder",
-        "unreadable images",
-        "missing images path",
-        "labels file with unknown classes",
-        "folder of unknown classes",
-        "missing labels file",
-    ],
-)
+@pytest.mark.parametrize("case", ["empty folder", "unreadable images", "missing images path",
+                                  "labels file with unknown classes", "folder of unknown classes",
+                                  "missing labels file"])
 def test_bad_input_is_a_one_line_error(tmp_path: Path, capsys, case: str) -> None:
     args, phrase = _bad(tmp_path, case)
     out = tmp_path / "res"

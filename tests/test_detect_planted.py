@@ -108,10 +108,7 @@ def test_dead_neurons_are_flagged_never_pans():
 def test_batch_split_and_repeats_are_invariant():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1, groups=8),
     )
     x = torch.rand(16, 3, 20, 20)

@@ -15,15 +15,8 @@ from pipeline.schema import table_from_rows
 def _neurons(spec: dict[str, list[str]]) -> object:
     """spec: layer -> one letter per channel: P (PAN), D (dead), . (other)."""
     rows = [
-        {
-            "model_id": "m",
-            "config_id": "c",
-            "layer": layer,
-            "layer_index": i,
-            "channel": ch,
-            "is_pan": kind == "P",
-            "dead": kind == "D",
-        }
+        {"model_id": "m", "config_id": "c", "layer": layer, "layer_index": i, "channel": ch,
+         "is_pan": kind == "P", "dead": kind == "D"}
         for i, (layer, kinds) in enumerate(spec.items())
         for ch, kind in enumerate(kinds)
     ]

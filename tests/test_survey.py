@@ -204,9 +204,8 @@ def test_a_setting_wrong_for_every_model_stops_the_survey_before_it_starts(
     from pipeline.cli import main
 
     (tmp_path / "empty").mkdir()
-    option = [
-        str(tmp_path / "missing") if o == "MISSING" else str(tmp_path / "empty") if o == "EMPTY" else o for o in option
-    ]
+    option = [str(tmp_path / "missing") if o == "MISSING" else str(tmp_path / "empty") if o == "EMPTY" else o
+              for o in option]
     out = tmp_path / "r"
     assert main(["survey", "resnet10t", "test_resnet", "--random-init", "--out", str(out), *option]) == 2
     err = capsys.readouterr().err

@@ -111,11 +111,9 @@ def test_an_impact_failure_is_a_record_and_detection_is_kept(ray_local, tmp_path
     again = run_survey(["test_resnet"], out, SMALL, QUIET, impact=bad)
     assert (again.done, again.failed) == (1, 0)
     assert store.read("failures").num_rows == 0
-    accuracy = (
-        analysis.open(out)
-        .execute("SELECT value FROM impact WHERE condition = 'intact' AND metric = 'accuracy'")
-        .fetchall()
-    )
+    accuracy = analysis.open(out).execute(
+        "SELECT value FROM impact WHERE condition = 'intact' AND metric = 'accuracy'"
+    ).fetchall()
     assert len(accuracy) == 1 and 0 <= accuracy[0][0] <= 1
 
 

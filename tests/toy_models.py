@@ -56,14 +56,9 @@ class BorderCNN(nn.Module):
         self.conv3 = nn.Conv2d(W2, W2, 3, stride=2, padding=1, padding_mode="circular")
         self.head = nn.Linear(W2, len(CLASS_NAMES))
         self.drop = nn.Dropout2d(DROPOUT)  # training only: spreads the work over redundant filters
-        self.pretrained_cfg = {
-            "input_size": (3, IMAGE_SIZE, IMAGE_SIZE),
-            "mean": (MEAN,) * 3,
-            "std": (STD,) * 3,
-            "crop_pct": 1.0,
-            "interpolation": "bilinear",
-            "label_names": list(CLASS_NAMES),
-        }
+        self.pretrained_cfg = {"input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "mean": (MEAN,) * 3, "std": (STD,) * 3,
+                               "crop_pct": 1.0, "interpolation": "bilinear",
+                               "label_names": list(CLASS_NAMES)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(F.relu(self.conv1(x)))

@@ -19,45 +19,21 @@ def add_impact_options(parser: argparse.ArgumentParser) -> None:
 
     d = ImpactSettings()
     g = parser.add_argument_group("impact")
-    g.add_argument(
-        "--images", default=d.images, help="photos (default) or a folder of images (ImageFolder layout gives labels)"
-    )
+    g.add_argument("--images", default=d.images,
+                   help="photos (default) or a folder of images (ImageFolder layout gives labels)")
     g.add_argument("--labels", default=None, help="labels file: PATH<TAB>LABEL lines, paths relative to --images")
-    g.add_argument(
-        "--max-images",
-        type=positive_int,
-        default=d.max_images,
-        help=f"images compared (default {d.max_images}; folders: a seeded sample)",
-    )
-    g.add_argument(
-        "--controls",
-        type=count,
-        default=d.controls,
-        help=f"seeds of matched random-neuron controls (default {d.controls})",
-    )
-    g.add_argument(
-        "--padding-modes",
-        default=",".join(d.padding_modes),
-        help="comma list of counterfactual paddings (default reflect,replicate,circular; '' for none)",
-    )
-    g.add_argument(
-        "--border-patches",
-        type=count,
-        default=d.border_patches,
-        help=f"patches for the border-distance curve (default {d.border_patches}; 0 skips it)",
-    )
-    g.add_argument(
-        "--border-grid",
-        type=positive_int,
-        default=d.border_grid,
-        help=f"patch positions per axis (default {d.border_grid})",
-    )
-    g.add_argument(
-        "--patch-frac",
-        type=fraction,
-        default=d.patch_frac,
-        help=f"patch side as a share of the image side (default {d.patch_frac})",
-    )
+    g.add_argument("--max-images", type=positive_int, default=d.max_images,
+                   help=f"images compared (default {d.max_images}; folders: a seeded sample)")
+    g.add_argument("--controls", type=count, default=d.controls,
+                   help=f"seeds of matched random-neuron controls (default {d.controls})")
+    g.add_argument("--padding-modes", default=",".join(d.padding_modes),
+                   help="comma list of counterfactual paddings (default reflect,replicate,circular; '' for none)")
+    g.add_argument("--border-patches", type=count, default=d.border_patches,
+                   help=f"patches for the border-distance curve (default {d.border_patches}; 0 skips it)")
+    g.add_argument("--border-grid", type=positive_int, default=d.border_grid,
+                   help=f"patch positions per axis (default {d.border_grid})")
+    g.add_argument("--patch-frac", type=fraction, default=d.patch_frac,
+                   help=f"patch side as a share of the image side (default {d.patch_frac})")
 
 
 def impact_settings_from_args(args: argparse.Namespace):
@@ -65,17 +41,9 @@ def impact_settings_from_args(args: argparse.Namespace):
 
     modes = tuple(m.strip() for m in args.padding_modes.split(",") if m.strip())
     return ImpactSettings(
-        images=args.images,
-        labels=args.labels,
-        max_images=args.max_images,
-        controls=args.controls,
-        seed=args.seed,
-        padding_modes=modes,
-        border_patches=args.border_patches,
-        border_grid=args.border_grid,
-        patch_frac=args.patch_frac,
-        batch_size=args.batch_size,
-        device=args.device,
+        images=args.images, labels=args.labels, max_images=args.max_images, controls=args.controls, seed=args.seed,
+        padding_modes=modes, border_patches=args.border_patches, border_grid=args.border_grid,
+        patch_frac=args.patch_frac, batch_size=args.batch_size, device=args.device,
     )
 
 
@@ -105,20 +73,14 @@ def run(args: argparse.Namespace) -> int:
     settings = impact_settings_from_args(args)
     refs = resolve_spec(args.spec, random_init=args.random_init)
     if len(refs) != 1:
-        raise PanSurveyError(
-            f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one (use `pans survey --impact`)"
-        )
+        raise PanSurveyError(f"{args.spec!r} matches {len(refs)} models; `pans impact` takes one "
+                             "(use `pans survey --impact`)")
     store = ResultStore(args.out)
     run_id = new_run_id()
     started = time.perf_counter()
     loaded = load_model(refs[0])
-    images = load_image_set(
-        settings.images,
-        loaded.preprocess.with_image_size(detect.image_size),
-        labels=settings.labels,
-        max_images=settings.max_images,
-        seed=settings.seed,
-    )
+    images = load_image_set(settings.images, loaded.preprocess.with_image_size(detect.image_size),
+                            labels=settings.labels, max_images=settings.max_images, seed=settings.seed)
     check_labels(loaded, images)  # fail on bad labels before the slow part
     store.ensure()  # only now: bad input leaves no empty results folder behind
     key = file_key(loaded.model_id, detect.config_id)
@@ -156,28 +118,22 @@ def _print_summary(model_id: str, rows: list[dict], reused: bool, root) -> None:
         return "n/a" if v is None else format(v, spec)
 
     pans = value("intact", "pans") or 0
-    print(
-        f"{model_id}: {int(value('intact', 'images') or 0)} images, {int(pans)} PANs"
-        f"{' (detection reused)' if reused else ''}"
-    )
+    print(f"{model_id}: {int(value('intact', 'images') or 0)} images, {int(pans)} PANs"
+          f"{' (detection reused)' if reused else ''}")
     acc = value("intact", "accuracy")
     if acc is not None:
         print(f"  intact accuracy {acc:.3f}")
     if pans:
-        line = (
-            f"  PAN ablation: top-1 agreement {fmt(value('pan_ablation', 'top1_agreement'))}, "
-            f"KL {fmt(value('pan_ablation', 'kl'), '.4f')}"
-        )
+        line = (f"  PAN ablation: top-1 agreement {fmt(value('pan_ablation', 'top1_agreement'))}, "
+                f"KL {fmt(value('pan_ablation', 'kl'), '.4f')}")
         if acc is not None:
             line += f", accuracy {fmt(value('pan_ablation', 'accuracy'))}"
         print(line)
         mean = value("pan_vs_control", "kl_control_mean")
         if mean is not None:
-            print(
-                f"  controls: KL mean {mean:.4f} (std {fmt(value('pan_vs_control', 'kl_control_std'), '.4f')}); "
-                f"PAN KL z {fmt(value('pan_vs_control', 'kl_z'), '.2f')}, "
-                f"percentile {fmt(value('pan_vs_control', 'kl_percentile'), '.0f')}"
-            )
+            print(f"  controls: KL mean {mean:.4f} (std {fmt(value('pan_vs_control', 'kl_control_std'), '.4f')}); "
+                  f"PAN KL z {fmt(value('pan_vs_control', 'kl_z'), '.2f')}, "
+                  f"percentile {fmt(value('pan_vs_control', 'kl_percentile'), '.0f')}")
     for mode in ("reflect", "replicate", "circular"):
         agree = value(mode, "top1_agreement")
         if agree is not None:

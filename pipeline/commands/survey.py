@@ -69,16 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _impact_options_without_impact(parser_defaults: dict, args: argparse.Namespace) -> list[str]:
-    names = (
-        "images",
-        "labels",
-        "max_images",
-        "controls",
-        "padding_modes",
-        "border_patches",
-        "border_grid",
-        "patch_frac",
-    )
+    names = ("images", "labels", "max_images", "controls", "padding_modes", "border_patches", "border_grid",
+             "patch_frac")
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n) != parser_defaults.get(n)]
 
 

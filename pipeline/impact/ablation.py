@@ -70,10 +70,8 @@ class MeanRecorder:
     def means(self) -> dict[str, torch.Tensor]:
         missing = sorted(self.layers - set(self._sum))
         if missing:
-            raise ImpactError(
-                f"layers of the neurons table never ran in this model: {', '.join(missing[:5])}"
-                " (was the table made for another model or input size?)"
-            )
+            raise ImpactError(f"layers of the neurons table never ran in this model: {', '.join(missing[:5])}"
+                              " (was the table made for another model or input size?)")
         return {name: (self._sum[name] / self._count[name]).float().cpu() for name in self._sum}
 
 
@@ -89,10 +87,8 @@ class ChannelReplacer:
                 raise ImpactError(f"no replacement values for layer {layer}")
             idx = torch.as_tensor(sorted(int(c) for c in channels), dtype=torch.long)
             if int(idx.max()) >= values[layer].numel() or int(idx.min()) < 0:
-                raise ImpactError(
-                    f"layer {layer} has {values[layer].numel()} channels; the neurons table names "
-                    f"channel {int(idx.max())}"
-                )
+                raise ImpactError(f"layer {layer} has {values[layer].numel()} channels; the neurons table names "
+                                  f"channel {int(idx.max())}")
             self._edits[layer] = (idx, values[layer][idx].clone())
         self.seen: set[str] = set()
 

@@ -69,17 +69,15 @@ def border_curves(
     rows = []
     for (name, d), values in sorted(stats.items()):
         conf = torch.tensor([v[0] for v in values], dtype=torch.float64)
-        rows.append(
-            {
-                "condition": name,
-                "distance_px": d,
-                "distance_frac": d / max_dist,
-                "samples": len(values),
-                "confidence": float(conf.mean()),
-                "confidence_std": float(conf.std()) if len(values) > 1 else 0.0,
-                "hit_rate": sum(v[1] for v in values) / len(values),
-            }
-        )
+        rows.append({
+            "condition": name,
+            "distance_px": d,
+            "distance_frac": d / max_dist,
+            "samples": len(values),
+            "confidence": float(conf.mean()),
+            "confidence_std": float(conf.std()) if len(values) > 1 else 0.0,
+            "hit_rate": sum(v[1] for v in values) / len(values),
+        })
     return rows
 
 

@@ -20,10 +20,8 @@ def _rows(neurons: pa.Table) -> list[tuple[str, int, bool, bool]]:
         raise ImpactError(f"neurons table lacks columns {missing}")
     cols = neurons.select([*_NEEDED, *(["dead"] if "dead" in neurons.column_names else [])]).to_pydict()
     dead = cols.get("dead") or [False] * len(cols["layer"])
-    return [
-        (layer, int(ch), bool(pan), bool(d))
-        for layer, ch, pan, d in zip(cols["layer"], cols["channel"], cols["is_pan"], dead, strict=True)
-    ]
+    return [(layer, int(ch), bool(pan), bool(d)) for layer, ch, pan, d in
+            zip(cols["layer"], cols["channel"], cols["is_pan"], dead, strict=True)]
 
 
 def pan_units(neurons: pa.Table) -> Units:

@@ -61,9 +61,8 @@ def run_impact(
     if probe is None:
         probe = make_probe(detect.probe, detect.num_images, pp, detect.seed)
     if images is None:
-        images = load_image_set(
-            settings.images, pp, labels=settings.labels, max_images=settings.max_images, seed=settings.seed
-        )
+        images = load_image_set(settings.images, pp, labels=settings.labels, max_images=settings.max_images,
+                                seed=settings.seed)
     if len(images) == 0:
         raise ImpactError("the image set is empty")
     model, dev, bs = loaded.model, resolve_device(settings.device), settings.batch_size
@@ -91,16 +90,8 @@ def run_impact(
 
     def record(experiment: str, condition: str, seed: int | None, values: dict[str, float | None]) -> None:
         for metric, value in values.items():
-            impact_rows.append(
-                {
-                    **base,
-                    "experiment": experiment,
-                    "condition": condition,
-                    "seed": seed,
-                    "metric": metric,
-                    "value": value,
-                }
-            )
+            impact_rows.append({**base, "experiment": experiment, "condition": condition, "seed": seed,
+                                "metric": metric, "value": value})
 
     intact_metrics: dict[str, float | None] = {"images": float(len(images)), "pans": float(controls.count(pans))}
     if labels is not None:
@@ -127,16 +118,11 @@ def run_impact(
 
     for mode in settings.padding_modes:
         logits, counts = padding_logits(model, images.images, mode, batch_size=bs, device=dev)
-        record(
-            "padding",
-            mode,
-            None,
-            {
-                **metrics.compare(intact, logits, labels),
-                "convs_switched": float(counts.conv_padding + counts.explicit_pad),
-                "fallbacks": float(counts.fallbacks),
-            },
-        )
+        record("padding", mode, None, {
+            **metrics.compare(intact, logits, labels),
+            "convs_switched": float(counts.conv_padding + counts.explicit_pad),
+            "fallbacks": float(counts.fallbacks),
+        })
         class_rows += _class_shifts(base, "padding", mode, None, intact, logits, names)
 
     border_rows: list[dict[str, Any]] = []
@@ -147,16 +133,12 @@ def run_impact(
         if control_units:
             conditions["random_control"] = ablate(control_units[0])
         patches = border_distance.patches_from(images.images, settings.border_patches, settings.patch_frac)
-        rows = border_distance.border_curves(
-            patches, tuple(images.images.shape[-2:]), settings.border_grid, conditions, reference="intact"
-        )
+        rows = border_distance.border_curves(patches, tuple(images.images.shape[-2:]), settings.border_grid,
+                                             conditions, reference="intact")
         border_rows = [{**base, **row} for row in rows]
-        record(
-            "border_distance",
-            "summary",
-            None,
-            {f"edge_minus_centre_{name}": border_distance.edge_minus_centre(rows, name) for name in conditions},
-        )
+        record("border_distance", "summary", None, {
+            f"edge_minus_centre_{name}": border_distance.edge_minus_centre(rows, name) for name in conditions
+        })
     return {
         "impact": table_from_rows("impact", impact_rows),
         "impact_classes": table_from_rows("impact_classes", class_rows),
@@ -173,15 +155,8 @@ def check_labels(loaded: LoadedModel, images: ImageSet) -> None:
     resolve_labels(images.label_names, num_classes, model_class_names(loaded.class_names, num_classes))
 
 
-def _class_shifts(
-    base: dict[str, Any],
-    experiment: str,
-    condition: str,
-    seed: int | None,
-    intact: torch.Tensor,
-    logits: torch.Tensor,
-    names: list[str] | None,
-) -> list[dict[str, Any]]:
+def _class_shifts(base: dict[str, Any], experiment: str, condition: str, seed: int | None, intact: torch.Tensor,
+                  logits: torch.Tensor, names: list[str] | None) -> list[dict[str, Any]]:
     """Rows for classes predicted at least once by either model, plus the largest mean-probability shifts."""
     k = intact.shape[1]
     n_ref = torch.bincount(intact.argmax(1), minlength=k)
@@ -192,19 +167,9 @@ def _class_shifts(
     keep = set(torch.nonzero((n_ref + n_cond) > 0).flatten().tolist())
     keep |= set(delta.abs().topk(min(TOP_PROB_SHIFTS, k)).indices.tolist())
     return [
-        {
-            **base,
-            "experiment": experiment,
-            "condition": condition,
-            "seed": seed,
-            "class_index": c,
-            "class_name": names[c] if names else None,
-            "intact_count": int(n_ref[c]),
-            "condition_count": int(n_cond[c]),
-            "count_delta": int(n_cond[c] - n_ref[c]),
-            "intact_prob": float(p_ref[c]),
-            "condition_prob": float(p_cond[c]),
-            "prob_delta": float(delta[c]),
-        }
+        {**base, "experiment": experiment, "condition": condition, "seed": seed, "class_index": c,
+         "class_name": names[c] if names else None, "intact_count": int(n_ref[c]), "condition_count": int(n_cond[c]),
+         "count_delta": int(n_cond[c] - n_ref[c]), "intact_prob": float(p_ref[c]), "condition_prob": float(p_cond[c]),
+         "prob_delta": float(delta[c])}
         for c in sorted(keep)
     ]

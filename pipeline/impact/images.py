@@ -40,9 +40,8 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
-def load_image_set(
-    spec: str, preprocess: Preprocess, *, labels: str | None = None, max_images: int = 64, seed: int = 0
-) -> ImageSet:
+def load_image_set(spec: str, preprocess: Preprocess, *, labels: str | None = None, max_images: int = 64,
+                   seed: int = 0) -> ImageSet:
     """Read the image set named by ``spec`` (``photos`` or a folder), at most ``max_images`` (a seeded sample)."""
     if max_images < 1:
         raise ImageSetError(f"--max-images must be at least 1, got {max_images}")
@@ -160,7 +159,6 @@ def resolve_labels(label_names: list[str], num_classes: int, class_names: list[s
             hint = f"class indices 0-{num_classes - 1} (the model has no class names)"
         if num_classes == 1000:
             hint += " or ImageNet synset ids"
-        raise LabelsError(
-            f"{len(set(unknown))} label(s) name no class of the model ({num_classes} classes): {shown}; use {hint}"
-        )
+        raise LabelsError(f"{len(set(unknown))} label(s) name no class of the model ({num_classes} classes): "
+                          f"{shown}; use {hint}")
     return torch.tensor(out, dtype=torch.long)

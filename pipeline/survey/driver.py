@@ -546,13 +546,8 @@ def prepared_impact(impact: ImpactSettings) -> ImpactSettings:
     from pipeline.sources.base import Preprocess
 
     impact = impact.with_absolute_paths()
-    load_image_set(
-        impact.images,
-        Preprocess(input_size=(3, 32, 32)),
-        labels=impact.labels,
-        max_images=impact.max_images,
-        seed=impact.seed,
-    )
+    load_image_set(impact.images, Preprocess(input_size=(3, 32, 32)), labels=impact.labels,
+                   max_images=impact.max_images, seed=impact.seed)
     return impact
 
 
