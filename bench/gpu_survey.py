@@ -63,7 +63,7 @@ def main() -> int:
         summary = run_survey(list(args.models), out, settings, options)
     wall = time.perf_counter() - t0
     device_settings = replace(settings, device="cuda" if on_gpu else "cpu")
-    print(f"{'model':26s} {'status':7s} {'device':6s} {'task s':>7s} {'peak GPU MB':>12s}  note")
+    print(f"{'model':44s} {'status':7s} {'device':6s} {'task s':>7s} {'peak GPU MB':>12s}  note")
     for rec in summary.models:
         spec = rec.model_id
         peak = None
@@ -74,7 +74,7 @@ def main() -> int:
                 rec.message = f"peak measurement: {type(exc).__name__}"
         peak_text = f"{peak:12.0f}" if peak is not None else f"{'n/a':>12s}"
         print(
-            f"{spec[:26]:26s} {rec.status:7s} {rec.device or '-':6s} {rec.task_seconds:7.1f} {peak_text}  "
+            f"{spec[:44]:44s} {rec.status:7s} {rec.device or '-':6s} {rec.task_seconds:7.1f} {peak_text}  "
             f"{(rec.message or '')[:60]}"
         )
     util = f"{gpu.mean:.0f}% mean, {gpu.max:.0f}% max over {len(gpu.samples)} samples" if gpu.samples else "n/a"
