@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_survey import SPEED_MODELS, GpuSampler
 
 from pipeline.settings import DetectSettings
+from pipeline.sources import ModelRef, resolve_spec
 from pipeline.survey import SurveyOptions, run_survey
 
 
-def peak_gpu_mb(spec: str, settings: DetectSettings) -> float | None:
-    """Peak bytes PyTorch allocated on the GPU detecting ``spec`` alone (None on the CPU)."""
+def peak_gpu_mb(ref: ModelRef, settings: DetectSettings) -> float | None:
+    """Peak MB PyTorch allocated on the GPU detecting ``ref`` alone (None on the CPU)."""
     if settings.device == "cpu":
         return None
     import torch
@@ -36,7 +37,7 @@ def peak_gpu_mb(spec: str, settings: DetectSettings) -> float | None:
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    run_model(f"{spec}", settings)
+    run_model(ref, settings)
     return torch.cuda.max_memory_allocated() / 2**20
 
 
@@ -64,12 +65,13 @@ def main() -> int:
     wall = time.perf_counter() - t0
     device_settings = replace(settings, device="cuda" if on_gpu else "cpu")
     print(f"{'model':44s} {'status':7s} {'device':6s} {'task s':>7s} {'peak GPU MB':>12s}  note")
+    refs = {ref.model_id: ref for spec in args.models for ref in resolve_spec(spec, random_init=True)}
     for rec in summary.models:
         spec = rec.model_id
         peak = None
         if on_gpu and rec.status == "done":
             try:
-                peak = peak_gpu_mb(spec, device_settings)
+                peak = peak_gpu_mb(refs[spec], device_settings)
             except Exception as exc:  # one model's problem is a row, not a dead table
                 rec.message = f"peak measurement: {type(exc).__name__}"
         peak_text = f"{peak:12.0f}" if peak is not None else f"{'n/a':>12s}"
