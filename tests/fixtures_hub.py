@@ -54,7 +54,7 @@ def export_timm(folder: Path, arch: str, *, safetensors: bool = True, seed: int 
 
 
 def _sync_offline() -> None:
-    from pipeline.sources.hub import _sync_hf_offline
+    from pipeline.sources.hub_download import _sync_hf_offline
 
     _sync_hf_offline()
 

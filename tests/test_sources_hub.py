@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from pipeline.errors import CorruptWeightsError, FetchError, ModelLoadError, OfflineCacheMissError, TransientFetchError
 from pipeline.sources import describe, fetch, load_model, resolve_spec
-from pipeline.sources.hub import fetch_file, hub_cache_dir, set_offline
+from pipeline.sources.hub_download import fetch_file, hub_cache_dir, set_offline
 from tests.hub_server import StandInHub
 
 REPO = "timm/test_resnet.r160_in1k"  # the hub id timm's own pretrained config names for this model

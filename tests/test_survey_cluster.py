@@ -1,7 +1,7 @@
 """The survey on a simulated multi-node cluster (ray.cluster_utils.Cluster): placement and node loss.
 
 The GPU nodes have one *logical* GPU each and no CUDA: detect tasks must land there (they ask
-for a GPU share) and fall back to the CPU device; downloads (CPU tasks) stay on the CPU head.
+for a GPU share) and fall back to the CPU device. Where downloads go is tests/test_survey_download_once.py.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ SPECS = ["test_resnet", "test_efficientnet", "resnet10t", "mobilenetv3_small_050
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_detect_on_gpu_nodes_downloads_on_cpu_node_and_a_lost_node_loses_nothing(
-    ray_gpu_cluster, tmp_path: Path
-) -> None:
-    cluster, head_id, gpu_nodes = ray_gpu_cluster
+def test_detect_and_download_on_gpu_nodes_and_a_lost_node_loses_nothing(ray_gpu_cluster, tmp_path: Path) -> None:
+    cluster, _head_id, gpu_nodes = ray_gpu_cluster
     gpu_ids = {n.node_id for n in gpu_nodes}
     out = tmp_path / "results"
     removed: list[str] = []
@@ -39,7 +37,7 @@ def test_detect_on_gpu_nodes_downloads_on_cpu_node_and_a_lost_node_loses_nothing
     assert removed
     assert (summary.done, summary.failed) == (len(SPECS), 0)
     for rec in summary.models:
-        assert rec.fetch_node == head_id, rec  # downloads: the CPU node
+        assert rec.fetch_node is None, rec  # random init: nothing to download, no fetch task
         assert rec.detect_node in gpu_ids, rec  # detection: a GPU node ...
         assert rec.device == "cpu", rec  # ... whose GPU is only logical, so the CPU device
     # The surviving GPU node took over the lost node's work (including any model that was running there).

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import hf_hub, local_dir, pyfile, timm_source, torchvision_source  # noqa: F401  (registers)
 from pipeline.sources.base import SOURCES, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
-from pipeline.sources.hub import is_offline, set_offline
+from pipeline.sources.hub_download import is_offline, set_offline
 from pipeline.sources.models_file import collect_specs, read_models_file
 from pipeline.sources.padded_convs import has_padded_convs, padding_summary
 
@@ -32,6 +32,7 @@ __all__ = [
     "has_padded_convs",
     "is_offline",
     "load_model",
+    "needs_download",
     "padding_summary",
     "read_models_file",
     "register_source",
@@ -80,6 +81,11 @@ def fetch(ref: ModelRef | str, *, random_init: bool = False) -> dict[str, Any]:
     """Download ``ref``'s weights into the local cache only; ``revision``, ``path``, ``sha256`` (may be empty)."""
     ref = _one(ref, random_init)
     return SOURCES.get(ref.source)().fetch(ref)
+
+
+def needs_download(ref: ModelRef) -> bool:
+    """Whether fetching ``ref`` may download (see :meth:`Source.downloads`)."""
+    return SOURCES.get(ref.source)().downloads(ref)
 
 
 #: Seed of the random state models are built under (random-init weights are reproducible).

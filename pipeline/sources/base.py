@@ -154,6 +154,11 @@ class Source:
         """Download the weights into the local cache only; return ``revision``, ``path``, ``sha256``."""
         return {}
 
+    def downloads(self, ref: ModelRef) -> bool:
+        """Whether ``fetch`` may go to the network (a survey gives it a fetch task first); else ``load``
+        finds everything on its own (random init, a local file) and the survey goes straight to it."""
+        return True
+
     def load(self, ref: ModelRef, fetched: dict[str, Any] | None = None) -> LoadedModel:
         """Build the module and load its weights (on CPU); ``fetched`` is this ref's ``fetch`` result."""
         raise NotImplementedError

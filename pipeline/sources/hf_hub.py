@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn as nn
 
 from pipeline.errors import UnknownModelError
-from pipeline.sources import hub
+from pipeline.sources import hub_download
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
@@ -25,14 +25,14 @@ class HfHubSource(Source):
     description = "a timm-compatible Hugging Face hub repository, hf-hub:ORG/NAME[@REVISION]"
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
-        repo, revision = hub.split_repo_revision(name)
+        repo, revision = hub_download.split_repo_revision(name)
         if not _REPO.fullmatch(repo) or "--" in repo or ".." in repo:
             raise UnknownModelError(f"hf-hub:{name}: expected hf-hub:ORG/NAME[@REVISION]")
         model_id = f"hf-hub:{name}" + (RANDOM_SUFFIX if random_init else "")
         return [ModelRef(model_id=model_id, source="hf-hub", name=repo, pretrained=not random_init, revision=revision)]
 
-    def _config(self, ref: ModelRef) -> tuple[dict[str, Any], hub.HubFile]:
-        file = hub.fetch_file(ref.name, "config.json", ref.revision)
+    def _config(self, ref: ModelRef) -> tuple[dict[str, Any], hub_download.HubFile]:
+        file = hub_download.fetch_file(ref.name, "config.json", ref.revision)
         return read_config(file.path, f"hf-hub:{ref.name}"), file
 
     def info(self, ref: ModelRef) -> ModelInfo:
@@ -44,10 +44,10 @@ class HfHubSource(Source):
         return build_from_export(config, f"hf-hub:{ref.name}", None)
 
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
-        config_file = hub.fetch_file(ref.name, "config.json", ref.revision)
+        config_file = hub_download.fetch_file(ref.name, "config.json", ref.revision)
         result: dict[str, Any] = {"revision": config_file.revision, "config_path": config_file.path}
         if ref.pretrained:
-            weights = hub.fetch_weights(ref.name, config_file.revision)  # same commit as the config
+            weights = hub_download.fetch_weight_file(ref.name, config_file.revision)  # same commit as the config
             result.update(
                 path=weights.path,
                 sha256=weights.sha256,

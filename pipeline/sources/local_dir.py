@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, portable_path, register_source, sha256_file
-from pipeline.sources.hub import WEIGHT_FILES
+from pipeline.sources.hub_download import WEIGHT_FILES
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
 
@@ -37,6 +37,9 @@ class LocalDirSource(Source):
 
     def build(self, ref: ModelRef) -> nn.Module:
         return build_from_export(read_config(Path(ref.name) / "config.json", self._label(ref)), self._label(ref), None)
+
+    def downloads(self, ref: ModelRef) -> bool:
+        return False  # a file on a path every node sees
 
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         """Nothing to download: find the weight file and hash it."""

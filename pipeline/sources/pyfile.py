@@ -85,6 +85,9 @@ class PyFileSource(Source):
         with torch.device("meta"):
             return self.build(ref)
 
+    def downloads(self, ref: ModelRef) -> bool:
+        return False  # a file on a path every node sees
+
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         path, _ = _split(ref.name)
         return {"revision": None, "path": str(path), "sha256": sha256_file(path)}

@@ -4,7 +4,7 @@ Names and wildcards mean what ``timm.list_models`` makes of them. A wildcard exp
 pretrained tags only (every weight set is its own model); with ``--random-init`` it expands to
 architectures, and model ids get an ``@random-init`` suffix so untrained results never mix with
 trained ones. Weights come from the hub repo named in timm's pretrained config (fetched and
-verified by :mod:`pipeline.sources.hub`), or for a few old models from a URL (torch's cache).
+verified by :mod:`pipeline.sources.hub_download`), or for a few old models from a URL (torch's cache).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
-from pipeline.sources import hub, urlfetch
+from pipeline.sources import hub_download, urlfetch
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 
 RANDOM_SUFFIX = "@random-init"
@@ -94,15 +94,18 @@ class TimmSource(Source):
 
         return timm.create_model(ref.name, pretrained=False)
 
+    def downloads(self, ref: ModelRef) -> bool:
+        return ref.pretrained  # random init: nothing to download
+
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         if not ref.pretrained:
             return {}
         cfg = _pretrained_cfg(ref.name)
         if cfg is not None and cfg.hf_hub_id:
-            repo, revision = hub.split_repo_revision(cfg.hf_hub_id)
+            repo, revision = hub_download.split_repo_revision(cfg.hf_hub_id)
             revision = ref.revision or revision  # a survey re-fetching pins the commit it saw first
-            names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else hub.WEIGHT_FILES
-            file = hub.fetch_weights(repo, revision, names)
+            names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else hub_download.WEIGHT_FILES
+            file = hub_download.fetch_weight_file(repo, revision, names)
             return {
                 "revision": file.revision,
                 "path": file.path,

@@ -114,6 +114,9 @@ class TorchvisionSource(Source):
         num_classes = len(weights.meta["categories"]) if weights.meta.get("categories") else 1000
         return get_model(arch, weights=None, num_classes=num_classes)
 
+    def downloads(self, ref: ModelRef) -> bool:
+        return ref.pretrained  # random init: nothing to download
+
     def fetch(self, ref: ModelRef) -> dict[str, Any]:
         if not ref.pretrained:
             return {}

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from pipeline.errors import CorruptWeightsError, FetchError, OfflineCacheMissError, TransientFetchError
 from pipeline.sources.base import sha256_file
-from pipeline.sources.hub import is_offline
+from pipeline.sources.hub_download import is_offline
 from pipeline.sources.retry import RetryPolicy, Transient, retry_call
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ tables are written as usual.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,6 +55,7 @@ class _Job:
     fetch_tries: int = 0  # fetches re-run after a memory kill or a lost node
     details: str | None = None  # set when the log holds this model's full error text
     submitted: float = 0.0  # driver clock when the detect task was submitted
+    target: str | None = None  # the node its fetch was sent to (see pipeline/survey/placement.py)
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -142,7 +143,9 @@ class Survey:
 
         from pipeline.survey.admission import Admission
         from pipeline.survey.board import StartBoard
-        from pipeline.survey.runtime import gpu_share
+        from pipeline.survey.placement import FetchPlacement
+        from pipeline.survey.runtime import detect_slots, gpu_share
+        from pipeline.survey.warmup import warm_workers
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
@@ -155,9 +158,12 @@ class Survey:
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
+        self.placement = FetchPlacement(gpus, cpus)
+        self.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap the first fetches
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
-        self.board = StartBoard.options(scheduling_strategy=_affinity(here, spill=False)).remote()
+        self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
+        self._drain: Any = None  # the board's answer on its way (see _read_board)
         try:
             self._loop(pending, gpus, cpus)
         finally:
@@ -215,11 +221,20 @@ class Survey:
         self._submit_fetch(job)
 
     def _submit_fetch(self, job: _Job) -> None:
+        from pipeline.sources import needs_download
         from pipeline.survey.tasks import fetch_task
 
+        if not needs_download(job.ref):  # random init, a local file: the detect task loads it itself
+            self._submit_detect(job)
+            return
+        in_flight = Counter(j.fetch_node or j.target for j in [*self.fetching.values(), *self.detecting.values()])
+        job.target = self.placement.pick(in_flight)
         # No Ray retries (see _submit_detect): a fetch killed for memory someone else used, or lost
         # with its node, is re-run by _fetched, max_retries times.
-        ref = fetch_task.options(max_retries=0).remote(job.key, job.ref)
+        opts: dict[str, Any] = {"max_retries": 0}
+        if job.target is not None:
+            opts["scheduling_strategy"] = _affinity(job.target)
+        ref = fetch_task.options(**opts).remote(job.key, job.ref)
         self.fetching[ref] = job
 
     def _submit_detect(self, job: _Job) -> None:
@@ -232,8 +247,8 @@ class Survey:
             opts["memory"] = job.memory
         if job.gpus > 0:
             opts["num_gpus"] = job.gpus
-        if job.fetch_node:
-            opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
+        if job.fetch_node:  # where the weights are; see pipeline/survey/placement.py
+            opts["scheduling_strategy"] = _affinity(job.fetch_node)
         job.started, job.submitted = None, time.monotonic()
         ref = detect_task.options(**opts).remote(
             job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
@@ -371,12 +386,19 @@ class Survey:
             job.details = str(self.log.path)
 
     def _read_board(self) -> None:
+        """Take the board's start events when its answer is there; never wait for it (the actor's
+        first answer waits for its process to start, which would stall the loop)."""
         import ray
 
-        try:
-            events = ray.get(self.board.drain.remote(), timeout=10)
-        except (ray.exceptions.RayError, TimeoutError):
+        if self._drain is None:
+            self._drain = self.board.drain.remote()
+        if not ray.wait([self._drain], timeout=0)[0]:
             return
+        try:
+            events = ray.get(self._drain)
+        except ray.exceptions.RayError:
+            events = []
+        self._drain = None
         now = time.monotonic()
         by_key = {j.key: j for j in self.detecting.values()}
         for key, attempt, _node in events:
@@ -404,15 +426,10 @@ class Survey:
             self._fail(job, "timeout", "Timeout", why)
 
 
-def _affinity(node_id: str, *, spill: bool) -> Any:
-    """Prefer ``node_id``; with ``spill``, run elsewhere when that node is busy (it re-fetches there)."""
+def _affinity(node_id: str) -> Any:
+    """Run on ``node_id`` (waiting for room there); elsewhere only when that node is dead or infeasible."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if spill:
-        try:
-            return NodeAffinitySchedulingStrategy(node_id, soft=True, _spill_on_unavailable=True)
-        except TypeError:  # a Ray without the private flag: plain soft affinity
-            pass
     return NodeAffinitySchedulingStrategy(node_id, soft=True)
 
 

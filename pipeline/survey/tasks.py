@@ -14,7 +14,6 @@ import gc
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -22,6 +21,8 @@ import ray
 from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError, one_line
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
+from pipeline.survey.gpu_memory import cap_gpu_memory
+from pipeline.survey.warmup import import_detector
 
 
 @dataclass
@@ -79,7 +80,7 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def fetch_weights(ref: ModelRef) -> dict[str, Any]:
+def fetch_into_node_cache(ref: ModelRef) -> dict[str, Any]:
     """Download ``ref``'s weights into this node's hub cache without building the model.
 
     Returns the source's fetch record (``revision``, ``path``, ``sha256``, ``size``; empty for
@@ -91,15 +92,20 @@ def fetch_weights(ref: ModelRef) -> dict[str, Any]:
 
 
 def usable_here(fetched: dict[str, Any]) -> bool:
-    """True when every file a fetch record points at exists on this node (shared cache, same node)."""
+    """True when every file a fetch record points at is on this node (shared cache, same node).
+
+    Downloads count only in this node's own cache: see :mod:`pipeline.sources.node_cache`.
+    """
+    from pipeline.sources.node_cache import usable_on_this_node
+
     paths = [v for k, v in fetched.items() if k == "path" or k.endswith("_path")]
-    return all(isinstance(v, str) and Path(v).is_file() for v in paths)
+    return all(isinstance(v, str) and usable_on_this_node(v) for v in paths)
 
 
 def _fetch(key: str, ref: ModelRef) -> FetchOutcome:
     started = time.perf_counter()
     try:
-        fetched = fetch_weights(ref)
+        fetched = fetch_into_node_cache(ref)
     except Exception as exc:
         return FetchOutcome(key, node_id(), time.perf_counter() - started, TaskError.from_exception("fetch", exc))
     return FetchOutcome(key, node_id(), time.perf_counter() - started, fetched=fetched)
@@ -130,7 +136,7 @@ def _detect(
 ) -> DetectOutcome:
     # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
     # that is start-up, not this model's time, so the clock starts after it.
-    import timm  # noqa: F401
+    import_detector()
 
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model
@@ -145,13 +151,14 @@ def _detect(
         # otherwise fetch again on this node (pinned to the same commit when there was one).
         if fetched and not usable_here(fetched):
             pinned = replace(ref, revision=fetched["revision"]) if fetched.get("revision") else ref
-            fetched = fetch_weights(pinned)
+            fetched = fetch_into_node_cache(pinned)
         stage = "load"
         t0 = time.perf_counter()
         loaded = load_model(ref, fetched=fetched or None)
         load_seconds = time.perf_counter() - t0
         stage = "detect"
         device = pick_device(settings.device)
+        cap_gpu_memory(device)  # a fractional GPU share is a memory limit too
         tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=load_seconds, run_id=run_id)
         outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables)
         if impact is not None:

@@ -1,4 +1,6 @@
-"""Files from the Hugging Face hub, through ``huggingface_hub``'s own download and cache.
+"""Download and verify single files from the Hugging Face hub (the `hf-hub:` source and timm use it).
+
+Files come through ``huggingface_hub``'s own download and cache.
 
 Why not let timm download invisibly: a survey must record *which* bytes it measured. Here every
 file is fetched explicitly, so we know the commit it came from and can check its sha256 against
@@ -124,7 +126,7 @@ def fetch_file(
     return retry_call(step, what=what, policy=policy, give_up=give_up)
 
 
-def fetch_weights(
+def fetch_weight_file(
     repo_id: str,
     revision: str | None = None,
     filenames: tuple[str, ...] = WEIGHT_FILES,
