@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.store import ResultStore
-from tests.test_survey import py
+from tests.test_survey import FACTORIES
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -101,7 +101,7 @@ def test_the_sbatch_script_starts_ray_on_the_nodes_and_completes_a_survey(tmp_pa
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("RAY_ADDRESS", None)
-    specs = ["test_resnet", py("tiny_cnn")]
+    specs = ["test_resnet", f"py:{FACTORIES}:tiny_cnn"]  # absolute: the script runs in tmp_path
     args = [
         *specs,
         "--random-init",
