@@ -42,7 +42,7 @@ from pipeline.errors import PanSurveyError
 from pipeline.faults import fault_point
 from pipeline.folder_lock import FolderBusy, writer_lock
 from pipeline.schema import TABLES
-from pipeline.store import MODEL_TABLES, durable_write, fsync_dir, fsync_file, is_compacted
+from pipeline.store import MODEL_TABLES, durable_write, fsync_path, is_compacted
 
 STAGING = ".compact"
 DEFAULT_ROW_GROUP_ROWS = 250_000  # within the 100k-1M that keeps DuckDB scans parallel and cheap
@@ -129,9 +129,9 @@ def compact(
             }
         for table in MODEL_TABLES:  # the merged files are on disk before the journal points at them
             for staged, _ in journal["tables"][table]["moves"]:  # type: ignore[index]
-                fsync_file(root / staged)
+                fsync_path(root / staged)
             if (stage / table).is_dir():
-                fsync_dir(stage / table)
+                fsync_path(stage / table)
         fault_point("compact:staged")
         _write_atomic(stage / "journal.json", json.dumps(journal, indent=1))  # the commit point
         fault_point("compact:journal")
@@ -215,11 +215,11 @@ def _apply(root: Path, journal: dict) -> None:
         for staged, final in step["moves"]:
             if (root / staged).is_file():
                 os.replace(root / staged, root / final)
-        fsync_dir(root / table)  # the merged rows are durably in place before the small files go
+        fsync_path(root / table)  # the merged rows are durably in place before the small files go
         fault_point(f"compact:moved:{table}")
         for gone in step["deletes"]:
             (root / gone).unlink(missing_ok=True)
-        fsync_dir(root / table)
+        fsync_path(root / table)
         fault_point(f"compact:deleted:{table}")
 
 

@@ -91,16 +91,8 @@ def file_key(model_id: str, cfg_id: str) -> str:
     return f"{slug}-{digest}-{cfg_id}"
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable (POSIX: the directory entry is data too)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename or unlink in it), to disk (POSIX: both are data)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -125,7 +117,7 @@ def durable_write(final: Path, write: Any, *, point: str = "") -> Path:
         if point:
             fault_point(point)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return final
@@ -137,7 +129,7 @@ def durable_unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         return
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def is_results_folder(root: str | Path) -> bool:

@@ -34,7 +34,7 @@ from pipeline.store import (
     MODEL_TABLES,
     QUARANTINE,
     durable_write,
-    fsync_dir,
+    fsync_path,
     impact_tables,
     is_compacted,
     is_results_folder,
@@ -252,8 +252,8 @@ def repair(report: VerifyReport) -> None:
         target = dest / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
-        fsync_dir(path.parent)
-        fsync_dir(target.parent)
+        fsync_path(path.parent)
+        fsync_path(target.parent)
         rel = path.relative_to(root)
         reasons.append(f"{rel}\t{why}")
         report.moved.append(str(rel))
@@ -275,7 +275,7 @@ def repair(report: VerifyReport) -> None:
         durable_write(copy, lambda fh, kept=kept: pq.write_table(kept, fh, compression="zstd"))
         quarantine(path, f"{data.num_rows - kept.num_rows} rows taken out (the rest stays in place)")
         os.replace(copy, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     if reasons:
         (dest / "reasons.tsv").write_text("file\twhy\n" + "\n".join(reasons) + "\n")
 
