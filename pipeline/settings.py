@@ -25,6 +25,7 @@ class DetectSettings:
     tau: float = DEFAULT_TAU
     reference: str = "replicate"  # reference padding for own_z: replicate | mean
     seed: int = 0
+    null: bool = True  # also measure the null twin (pipeline/null_twin.py); --no-null turns it off
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -33,6 +34,10 @@ class DetectSettings:
         """The settings that determine the stored numbers (plus the detector version)."""
         out = {k: v for k, v in asdict(self).items() if k not in _SPEED_ONLY}
         out["detector_version"] = DETECTOR_VERSION
+        # How the null twin (and a --random-init model, which is one) is built and recalibrated.
+        from pipeline.null_twin import null_settings
+
+        out["null_twin"] = null_settings()
         return out
 
     @property

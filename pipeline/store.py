@@ -96,7 +96,14 @@ class ResultStore:
         return final
 
     def write_model(self, tables: dict[str, pa.Table], key: str) -> None:
-        """Write a model's neurons, layers and models rows; the models file last marks it done."""
+        """Write a model's neurons, layers and models rows; the models file last marks it done.
+
+        A ``null_neurons`` table (the null twin measured with it) goes first, under the twin's own key
+        (:meth:`null_key`), so every model of that architecture finds it.
+        """
+        if tables.get("null_neurons") is not None:
+            row = tables["models"].to_pylist()[0]
+            self.write("null_neurons", null_key(row["null_model_id"], row["config_id"]), tables["null_neurons"])
         for table in MODEL_TABLES:
             self.write(table, key, tables[table])
         # A model that succeeds after an earlier failure is no longer failed.
@@ -156,12 +163,25 @@ class ResultStore:
         }
         return self.write("failures", key, table_from_rows("failures", [row]))
 
+    def null_counts(self, null_model_id: str, cfg_id: str) -> tuple[int, int] | None:
+        """(PANs, padded neurons) of a null twin already in the folder, or None (resume reuses it)."""
+        path = self.path("null_neurons", null_key(null_model_id, cfg_id))
+        if not path.is_file():
+            return None
+        t = pq.read_table(path, columns=["is_pan"])
+        return sum(bool(v) for v in t.column("is_pan").to_pylist()), t.num_rows
+
     def read(self, table: str) -> pa.Table:
         """All rows of one table (small folders, tests and summaries; use DuckDB for analysis)."""
         files = sorted((self.root / table).glob("*.parquet"))
         if not files:
             return TABLES[table].empty_table()
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def null_key(null_model_id: str, cfg_id: str) -> str:
+    """File key of a null twin's rows in ``null_neurons`` (one per architecture, input size, config)."""
+    return file_key(null_model_id, cfg_id)
 
 
 def run_config(settings: Any, **parts: Any) -> dict[str, Any]:

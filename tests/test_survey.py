@@ -53,7 +53,7 @@ def test_survey_writes_every_table_and_resumes(ray_local, tmp_path: Path) -> Non
     assert (first.done, first.failed, first.skipped) == (3, 0, 0)
     models = consistent_models(out)
     assert sorted(models["model_id"].to_pylist()) == sorted(
-        ["timm:resnet10t@random-init", "timm:mobilenetv3_small_050@random-init", f"py:{FACTORIES}:tiny_cnn"]
+        ["timm:resnet10t@random-init", "timm:mobilenetv3_small_050@random-init", f"py:{FACTORIES}:tiny_cnn@random-init"]
     )
     assert set(models["run_id"].to_pylist()) == {first.run_id}
     assert set(models["config_id"].to_pylist()) == {SMALL.config_id}

@@ -16,13 +16,14 @@ from pipeline.sources.timm_export import build_from_export, export_info, load_ex
 @register_source("local-dir")
 class LocalDirSource(Source):
     description = "a timm export folder with config.json and model.safetensors"
+    own_init = False
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"local-dir:{name}: no config.json in {path} (expected a timm export folder)")
-        model_id = f"local-dir:{path.resolve()}" + ("@random-init" if random_init else "")
-        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init)]
+        ref = ModelRef(model_id=f"local-dir:{path.resolve()}", source="local-dir", name=str(path.resolve()))
+        return [self.maybe_random(ref, random_init)]
 
     def _label(self, ref: ModelRef) -> str:
         return f"local-dir:{ref.name}"

@@ -28,12 +28,14 @@ def _split(name: str) -> tuple[Path, str]:
 @register_source("py")
 class PyFileSource(Source):
     description = "a Python factory function, py:FILE.py:FUNCTION"
+    own_init = False
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         path, func = _split(name)
         if not path.is_file():
             raise UnknownModelError(f"py:{name}: no such file {path}")
-        return [ModelRef(model_id=f"py:{path.resolve()}:{func}", source="py", name=f"{path.resolve()}:{func}")]
+        ref = ModelRef(model_id=f"py:{path.resolve()}:{func}", source="py", name=f"{path.resolve()}:{func}")
+        return [self.maybe_random(ref, random_init)]
 
     def build(self, ref: ModelRef) -> nn.Module:
         path, func_name = _split(ref.name)

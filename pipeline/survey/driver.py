@@ -112,6 +112,8 @@ class _Job:
     fetch_seconds: float = 0.0
     fetched: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # driver clock when the detect task reported its start
+    null_group: str | None = None  # models sharing a null twin (architecture, size); None: no twin
+    measure_null: bool = True
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -154,6 +156,8 @@ class Survey:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _fail(self, job: _Job, stage: str, error_type: str, message: str, node: str | None = None) -> None:
+        for ready in self.nulls.failed(job):  # another model of its architecture measures the twin
+            self._submit_detect(ready)
         self.store.write_failure(
             job.key,
             model_id=job.ref.model_id,
@@ -201,6 +205,9 @@ class Survey:
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
         )
+        self.nulls = NullTwins(self.settings)
+        for job in pending:
+            job.null_group = self.nulls.group(job.ref)
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
@@ -264,7 +271,8 @@ class Survey:
             opts["scheduling_strategy"] = _affinity(job.fetch_node, spill=True)
         job.started = None
         ref = detect_task.options(**opts).remote(
-            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
+            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact,
+            job.measure_null,
         )
         self.detecting[ref] = job
 
@@ -280,7 +288,8 @@ class Survey:
         if out.error is not None:
             self._fail(job, "fetch", out.error.error_type, out.error.message, node=out.node_id)
             return
-        self._submit_detect(job)
+        for ready in self.nulls.dispatch(job):
+            self._submit_detect(ready)
 
     def _detected(self, ref: Any, job: _Job) -> None:
         import ray
@@ -292,6 +301,9 @@ class Survey:
             return
         except ray.exceptions.RayError as exc:  # worker/node died more often than max_retries, ...
             self._fail(job, "detect", type(exc).__name__, _first_line(exc))
+            return
+        if out.error is None and not self.nulls.complete(job, out.tables, self.store):
+            self._submit_detect(job)  # its twin (another input size) was not measured: measure it now
             return
         if out.error is not None:
             if out.error.oom:
@@ -306,6 +318,8 @@ class Survey:
         except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
             self._fail(job, "write", type(exc).__name__, _first_line(exc), node=out.node_id)
             return
+        for ready in self.nulls.measured(job):
+            self._submit_detect(ready)
         row = out.tables["models"].to_pylist()[0]
         done = {
             "attempts": job.attempt,
@@ -394,6 +408,91 @@ class Survey:
                 ray.cancel(ref, force=True)
                 del self.detecting[ref]
                 self._fail(job, "timeout", "Timeout", f"no result after {limit:g} s; task cancelled")
+
+
+class NullTwins:
+    """Measure each null twin once per (architecture, input size, config) and reuse it for every tag.
+
+    The first model of a group to reach detection measures the twin; the others of its group wait
+    (fetched, holding no slot) and then run without it, the driver filling in the twin's counts. If
+    that model fails, the next one measures the twin. A folder that already holds the twin's rows
+    (a resumed survey) gives its counts too.
+    """
+
+    def __init__(self, settings: DetectSettings) -> None:
+        self.settings = settings
+        self.known: dict[str, tuple[int, int, str | None]] = {}  # null_model_id -> pans, padded, method
+        self.done_groups: set[str] = set()
+        self.busy: dict[str, _Job] = {}
+        self.parked: dict[str, deque[_Job]] = {}
+
+    def group(self, ref: ModelRef) -> str | None:
+        if not (self.settings.null and ref.pretrained):
+            return None
+        from pipeline.sources import random_init_ref
+
+        try:
+            return f"{random_init_ref(ref).model_id}|{self.settings.image_size}"
+        except Exception:  # a source that cannot name its twin: each model measures its own
+            return ref.model_id
+
+    def dispatch(self, job: _Job) -> list[_Job]:
+        """Jobs to submit now for a fetched ``job`` (it, or nothing while its group's twin is measured)."""
+        g = job.null_group
+        if g is None:
+            return [job]
+        if g in self.done_groups:
+            job.measure_null = False
+            return [job]
+        if g in self.busy and self.busy[g] is not job:
+            self.parked.setdefault(g, deque()).append(job)
+            return []
+        self.busy[g], job.measure_null = job, True
+        return [job]
+
+    def measured(self, job: _Job) -> list[_Job]:
+        """``job`` is written: when it measured its group's twin, release the models that waited."""
+        g = job.null_group
+        if g is None or self.busy.get(g) is not job:
+            return []
+        del self.busy[g]
+        self.done_groups.add(g)
+        waiting = list(self.parked.pop(g, ()))
+        for other in waiting:
+            other.measure_null = False
+        return waiting
+
+    def failed(self, job: _Job) -> list[_Job]:
+        """``job`` failed: if it was measuring its group's twin, hand that to the next waiting model."""
+        g = job.null_group
+        if g is None or self.busy.get(g) is not job:
+            return []
+        del self.busy[g]
+        waiting = self.parked.get(g)
+        return self.dispatch(waiting.popleft()) if waiting else []
+
+    def complete(self, job: _Job, tables: dict[str, Any] | None, store: ResultStore) -> bool:
+        """Record or fill in the twin's counts in a finished job's tables; False: the twin is unknown."""
+        if tables is None or job.null_group is None:
+            return True
+        row = tables["models"].to_pylist()[0]
+        nid = row.get("null_model_id")
+        if nid is None:
+            return True
+        if job.measure_null:
+            self.known[nid] = (row["null_pans"], row["null_padded_neurons"], row["null_recalibration"])
+            return True
+        counts = self.known.get(nid)
+        if counts is None:
+            found = store.null_counts(nid, self.settings.config_id)
+            counts = (*found, None) if found is not None else None
+        if counts is None:
+            job.measure_null = True
+            return False
+        from pipeline.runner import with_null_counts
+
+        tables["models"] = with_null_counts(tables["models"], *counts)
+        return True
 
 
 def _affinity(node_id: str, *, spill: bool) -> Any:

@@ -128,6 +128,7 @@ def _detect(
     board: Any,
     fetched: dict[str, Any] | None = None,
     impact: Any = None,
+    measure_null: bool = True,
 ) -> DetectOutcome:
     # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
     # that is start-up, not this model's time, so the clock starts after it.
@@ -156,7 +157,14 @@ def _detect(
         stage = "detect"
         device = pick_device(settings.device)
         t0 = time.perf_counter()
-        tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=timings["load"], run_id=run_id)
+        tables = detect_loaded(
+            loaded,
+            settings.updated(device=device),
+            load_seconds=timings["load"],
+            run_id=run_id,
+            fetched=fetched or None,
+            measure_null=measure_null,
+        )
         timings["detect"] = time.perf_counter() - t0
         outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables, timings=timings)
         if impact is not None:
