@@ -205,3 +205,42 @@ def test_survey_writes_the_twin_and_fills_its_counts(ray_local, tmp_path) -> Non
         row["null_pans"],
         row["null_padded_neurons"],
     )
+
+
+# -- reading: PANs next to the null; old folders ------------------------------------------------
+
+
+def test_stats_report_and_query_show_the_null_and_read_old_folders(tmp_path, capsys) -> None:
+    import pyarrow.compute as pc
+
+    from analysis.connection import open_results
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    argv = ["--num-images", "2", "--image-size", "32", "--device", "cpu"]
+    assert main(["detect", f"py:{FACTORIES}:tiny_cnn", "--out", str(new), *argv]) == 0
+    con = open_results(new)
+    (row,) = con.execute("SELECT pans, null_pans, ratio_to_null FROM pans_vs_null").fetchall()
+    stored = models_row(new)
+    assert row[:2] == (stored["pans"], stored["null_pans"])
+    assert row[2] == pytest.approx(stored["pans"] / max(stored["null_pans"], 1))
+    # Under --tau the twin is re-classified by the same rule as the model (tau 1e-3: every live neuron).
+    low = open_results(new, tau=1e-3)
+    (n,) = low.execute("SELECT null_pans FROM pans_vs_null").fetchall()[0]
+    assert n > stored["null_pans"]
+
+    # An older folder: models without the null columns, no null_neurons table.
+    assert main(["detect", f"py:{FACTORIES}:tiny_cnn", "--out", str(old), *argv]) == 0
+    models_file = next((old / "models").glob("*.parquet"))
+    t = pq.read_table(models_file)
+    pq.write_table(t.drop_columns([c for c in t.column_names if "null" in c or c == "recalibration"]), models_file)
+    for f in (old / "null_neurons").glob("*.parquet"):
+        f.unlink()
+    (old / "null_neurons").rmdir()
+    capsys.readouterr()
+    assert main(["stats", str(old)]) == 0
+    assert "pans_vs_null" in capsys.readouterr().out
+    assert main(["report", str(old), "--out", str(tmp_path / "r.html")]) == 0
+    assert "No null twins" in (tmp_path / "r.html").read_text()
+    gap = open_results(old).execute("SELECT models, models_with_null FROM null_gap").fetchall()
+    assert gap == [(1, 0)]
+    assert pc.sum(ResultStore(old).read("models")["pans"]).as_py() == stored["pans"]
