@@ -1,7 +1,7 @@
 """Schema-true synthetic results folders, for tests and benchmarks of the analysis layer.
 
 Not a model of real PANs: random z-scores with a planted heavy tail, classified with the
-detector's rule (pipeline/detect/classify.py), so every statistic has something to count.
+detector's own rule (pipeline.detect.classify.classify), so every statistic has something to count.
 Families, depths, kernels, strides, dilations and padding kinds vary so that every canned
 table has several rows. Some sides are NULL (empty border strip) or NaN, some neurons are dead,
 some models lack num_params or top1, and a few models fail.
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.detect.classify import classify, pan_rule
 from pipeline.schema import SIDES, TABLES, table_from_rows
 from pipeline.store import ResultStore, file_key
 
@@ -51,27 +52,6 @@ def _kernel_list(kernels: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(kernels.reshape(-1), pa.float32()))
 
 
-def classify(own: np.ndarray, obs: np.ndarray, dead: np.ndarray, tau: float) -> dict[str, list]:
-    """The detector's rule on arrays (n, 4) of own_z / obs_z (NaN = no strip): is_pan, sides, sign, informed."""
-    with np.errstate(invalid="ignore"):
-        hit = np.abs(own) >= tau  # NaN compares False
-        own_max = np.nanmax(np.where(np.isnan(own), -np.inf, np.abs(own)), axis=1)
-        obs_max = np.nanmax(np.where(np.isnan(obs), -np.inf, np.abs(obs)), axis=1)
-    is_pan = (~dead) & (own_max >= tau)
-    sides, signs = [], []
-    for i in range(len(own)):
-        if not is_pan[i]:
-            sides.append(None)
-            signs.append(None)
-            continue
-        chosen = [s for j, s in enumerate(SIDES) if hit[i, j]]
-        sides.append("+".join(chosen))
-        positive = {bool(own[i, j] > 0) for j in range(4) if hit[i, j]}
-        signs.append("excited" if positive == {True} else "inhibited" if positive == {False} else "mixed")
-    informed = (~dead) & (~is_pan) & (obs_max >= tau)
-    return {"is_pan": is_pan, "pan_sides": sides, "pan_sign": signs, "border_informed": informed}
-
-
 def model_tables(
     index: int, architecture: str, neurons: int, rng: np.random.Generator, *, config_id: str = CONFIG_ID
 ) -> dict[str, pa.Table]:
@@ -103,7 +83,8 @@ def model_tables(
             obs[:, 1] = np.nan
         dead = rng.random(c) < 0.01
         own[dead] *= 1000.0  # what a tiny scale does to z; the rule must ignore it
-        cls = classify(own, obs, dead, TAU)
+        rule = pan_rule(pmode)
+        cls = classify(own, obs, dead, TAU, rule)
         kernels = (rng.standard_normal((c, kh, kw)) * 0.1).astype(np.float32)
         kmass = np.stack(
             [kernels[:, 0].sum(1), kernels[:, -1].sum(1), kernels[:, :, 0].sum(1), kernels[:, :, -1].sum(1)], 1
@@ -132,7 +113,7 @@ def model_tables(
         # Re-classify with the left side NULL where it is NULL (the detector never saw it).
         own_nulled = own.copy()
         own_nulled[null_mask, 2] = np.nan
-        part.update(classify(own_nulled, obs, dead, TAU))
+        part.update(classify(own_nulled, obs, dead, TAU, rule))
         parts.append(pa.table(part))
         layer_rows.append(
             {

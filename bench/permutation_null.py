@@ -178,7 +178,7 @@ def summarise(results: list[LayerResult], alpha: float, kinds: set[str]) -> dict
     for lr in results:
         if lr.kind not in kinds:
             continue
-        dead = dead_mask(lr.scale)
+        dead = torch.from_numpy(dead_mask(lr.scale.numpy()))
         safe = torch.where(lr.scale > 0, lr.scale, torch.ones_like(lr.scale))
         obs = (lr.own.abs() / safe.unsqueeze(1)).nan_to_num(-1.0).amax(dim=1)
         p = (1 + (lr.null_max >= obs.unsqueeze(0)).sum(dim=0)) / (1 + lr.null_max.shape[0])
@@ -217,7 +217,7 @@ def agreement(model: nn.Module, images: torch.Tensor, results: list[LayerResult]
         big = np.abs(theirs[ok]) >= 0.1
         max_rel = max(max_rel, float((diff[big] / np.abs(theirs[ok][big])).max(initial=0.0)))
         n += len(rows)
-        dead = dead_mask(lr.scale).numpy()
+        dead = dead_mask(lr.scale.numpy())
         ours_pan = (np.nan_to_num(np.abs(ours), nan=-1).max(axis=1) >= TAU) & ~dead
         det_pan = np.array([t["is_pan"][i] for i in rows])
         pans_det += int(det_pan.sum())

@@ -37,13 +37,14 @@ NEURONS = pa.schema(
         pa.field("layer", _str, nullable=False),
         pa.field("layer_index", _i32, nullable=False),
         pa.field("channel", _i32, nullable=False),
-        # own_z: this layer's padding response (mean over side-s border positions of the
-        # output with the layer's padding minus the output with the reference padding),
-        # divided by scale. NULL for a side whose border strip is empty.
+        # own_z: this layer's padding response (mean over side-s strip positions, those that
+        # read side s's padding and no other side's, of the output with the layer's padding
+        # minus the output with the reference padding), divided by scale. NULL for a side
+        # whose strip is empty.
         *_per_side("own_z", _f32),
-        # obs_z: observed border contrast (mean over side-s border minus interior mean) / scale.
+        # obs_z: observed border contrast (mean over side-s strip minus interior mean) / scale.
         *_per_side("obs_z", _f32),
-        # kmass: kernel weight on padded taps for each side, averaged over that side's border
+        # kmass: kernel weight on padded taps for each side, averaged over that side's strip
         # positions and summed over input channels (the "kernel view").
         *_per_side("kmass", _f32),
         pa.field("scale", _f32),  # std of the output over interior positions and the batch
@@ -56,6 +57,10 @@ NEURONS = pa.schema(
         pa.field("pan_sign", _str),  # "excited", "inhibited", "mixed"; NULL if not a PAN
         pa.field("border_informed", _bool),  # obs_z >= tau while own_z < tau
         pa.field("kernel", pa.list_(_f32)),  # kernel summed over input channels, row-major kh*kw
+        # Which PAN rule classified the row (pipeline/detect/classify.py): "constant" (zeros or
+        # constant padding: is_pan from own_z), "measured_only" (reflect, replicate, circular:
+        # z-scores stored, never a PAN). NULL: written before detector 1.2, every mode counted.
+        pa.field("pan_rule", _str),
     ]
 )
 

@@ -9,7 +9,10 @@ from importlib import metadata
 from pathlib import Path
 
 #: Bump when a change to the detector can change any stored number.
-DETECTOR_VERSION = "1.1"  # 1.1: layers with fewer than 4 interior positions are skipped
+DETECTOR_VERSION = "1.2"
+# 1.1: layers with fewer than 4 interior positions are skipped.
+# 1.2: a side's strip holds only positions that read that side's padding (no corners);
+#      is_pan is counted in constant-padding layers only (neurons.pan_rule).
 
 _LIBRARIES = ("pan-survey", "torch", "torchvision", "timm", "huggingface-hub", "ray", "pyarrow", "duckdb", "numpy")
 

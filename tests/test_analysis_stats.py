@@ -11,11 +11,14 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import analysis
 from analysis.families import family
 from analysis.synthetic import build_folder, model_tables
+from pipeline.detect.classify import CONSTANT_RULE
+from pipeline.detect.classify import classify as pan_rule_classify
 from pipeline.errors import PanSurveyError
 from pipeline.schema import SIDES
 from pipeline.store import ResultStore, file_key
@@ -28,7 +31,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stats") / "results"
     build_folder(root, models=10, neurons_per_model=240, failures=3, seed=7)
     # An interrupted model: neurons and layers written, no models row. It must not be counted.
-    import numpy as np
 
     tables = model_tables(99, "resnet50", 100, np.random.default_rng(1))
     key = file_key(tables["models"]["model_id"][0].as_py(), "cfgsynthetic")
@@ -444,19 +446,11 @@ def test_every_named_query_is_tested():
 
 
 def classify(n: dict, tau: float) -> tuple[bool, str | None, str | None, bool]:
-    """The rule of pipeline/detect/classify.py, on one stored row (NULL and NaN sides never count)."""
-    own = {s: n[f"own_z_{s}"] for s in SIDES}
-    obs = [n[f"obs_z_{s}"] for s in SIDES]
-    ok = {s: v for s, v in own.items() if v is not None and not math.isnan(v)}
-    sides = [s for s in SIDES if s in ok and abs(ok[s]) >= tau]
-    dead = bool(n["dead"])
-    is_pan = not dead and bool(sides)
-    if not is_pan:
-        obs_max = max((abs(v) for v in obs if v is not None and not math.isnan(v)), default=-1)
-        return False, None, None, (not dead and obs_max >= tau)
-    signs = {ok[s] > 0 for s in sides}
-    sign = "excited" if signs == {True} else "inhibited" if signs == {False} else "mixed"
-    return True, "+".join(sides), sign, False
+    """The detector's rule (pipeline/detect/classify.py, the one copy) on one stored row."""
+    own = np.array([[np.nan if n[f"own_z_{s}"] is None else n[f"own_z_{s}"] for s in SIDES]])
+    obs = np.array([[np.nan if n[f"obs_z_{s}"] is None else n[f"obs_z_{s}"] for s in SIDES]])
+    c = pan_rule_classify(own, obs, np.array([bool(n["dead"])]), tau, n["pan_rule"] or CONSTANT_RULE)
+    return bool(c["is_pan"][0]), c["pan_sides"][0], c["pan_sign"][0], bool(c["border_informed"][0])
 
 
 @pytest.mark.parametrize("tau", [2.0, 3.0, 5.5])

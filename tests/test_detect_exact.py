@@ -15,7 +15,7 @@ from timm.layers import Conv2dSame
 
 from pipeline.detect import detect_pans
 from pipeline.schema import SIDES
-from tests.test_detect_geometry import brute_force_masks
+from tests.test_detect_geometry import brute_force_masks, one_side_masks
 
 
 def _conv(module: nn.Conv2d | Conv2dSame) -> nn.Conv2d:
@@ -61,8 +61,9 @@ def _brute_force(conv: nn.Conv2d, x: torch.Tensor, pads, mode: str, reference: s
         ref_in = F.pad(x - mu, (left, r, t, b)) + mu
     args = (conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
     y, y_ref = F.conv2d(actual_in, *args), F.conv2d(ref_in, *args)
-    masks = brute_force_masks(x.shape[2], x.shape[3], k, s, d, pads)
-    interior = ~(masks["top"] | masks["bottom"] | masks["left"] | masks["right"])
+    reads = brute_force_masks(x.shape[2], x.shape[3], k, s, d, pads)
+    interior = ~(reads["top"] | reads["bottom"] | reads["left"] | reads["right"])
+    masks = one_side_masks(reads)
     yi = y[:, :, interior]
     scale = yi.double().std(dim=(0, 2), correction=0)
     mean_i = yi.double().mean(dim=(0, 2))

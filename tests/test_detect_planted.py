@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+import pipeline.detect.layer as layer_module
 from pipeline.detect import detect_pans
+from pipeline.detect.geometry import ConvGeometry
+from pipeline.detect.layer import LayerStats
 
 # Each planted filter: (taps carrying weight on the border ring, expected sides, expected sign).
 # The input is positive, so zero padding *lowers* a filter whose border taps are positive
@@ -55,34 +58,100 @@ def positive_input(n: int = 8, seed: int = 0) -> torch.Tensor:
     return x.repeat(1, 2, 1, 1) + 0.05 * torch.randn(n, 2, 32, 32, generator=g)
 
 
+def planted_errors(rows: list[dict], expected: list[tuple[str | None, str | None]]) -> list[str]:
+    """Every way the detector's rows differ from the planted truth (empty: precision = recall = 1,
+    every side label and sign exact)."""
+    errors = []
+    for r in rows:
+        sides, sign = expected[r["channel"]]
+        if r["is_pan"] != (sides is not None):
+            errors.append(f"channel {r['channel']}: is_pan {r['is_pan']}, planted {sides is not None}")
+        if (r["pan_sides"], r["pan_sign"]) != (sides, sign):
+            errors.append(f"channel {r['channel']}: {r['pan_sides']} {r['pan_sign']}, planted {sides} {sign}")
+    return errors
+
+
 def test_planted_pans_found_with_sides_and_signs():
     conv, expected = planted_conv()
     rows = detect_pans(conv, positive_input(), tau=3.0).neurons.to_pylist()
-    predicted = {r["channel"] for r in rows if r["is_pan"]}
-    planted = {i for i, (sides, _) in enumerate(expected) if sides}
-    tp = len(predicted & planted)
-    precision = tp / len(predicted) if predicted else 0.0
-    recall = tp / len(planted)
-    assert (precision, recall) == (1.0, 1.0)
-    for r in rows:
-        sides, sign = expected[r["channel"]]
-        assert (r["pan_sides"], r["pan_sign"]) == (sides, sign), r["channel"]
+    assert planted_errors(rows, expected) == []
+    assert sum(r["is_pan"] for r in rows) == len(PLANTED)
 
 
-def test_planted_detection_can_fail():
-    """The same check flags a mistake: at an absurd threshold nothing is found, recall 0."""
-    conv, _expected = planted_conv()
-    rows = detect_pans(conv, positive_input(), tau=1e6).neurons.to_pylist()
-    assert not any(r["is_pan"] for r in rows)
+def _swap_top_bottom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the rows axis read upside down (top strip taken from the bottom rows and back)."""
+    original = ConvGeometry.side_slices
+
+    def swapped(self: ConvGeometry) -> dict:
+        sl = original(self)
+        return {**sl, "top": sl["bottom"], "bottom": sl["top"]}
+
+    monkeypatch.setattr(ConvGeometry, "side_slices", swapped)
 
 
-@pytest.mark.parametrize("mode", ["reflect", "replicate"])
-def test_non_zero_padding_modes_give_no_zero_padding_pans(mode: str):
+def _reversed_difference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: own response taken as reference minus padded output (every sign flipped)."""
+    original = LayerStats.finish
+
+    def flipped(self: LayerStats) -> dict:
+        out = original(self)
+        return {k: (-v if k.startswith("own_") else v) for k, v in out.items()}
+
+    monkeypatch.setattr(LayerStats, "finish", flipped)
+
+
+def _zero_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the reference padding is zeros too, so the layer's zero padding is compared with itself."""
+    monkeypatch.setattr(layer_module, "_select", lambda x, rows, cols: torch.zeros(
+        x.shape[0], x.shape[1], len(rows), len(cols), dtype=x.dtype))
+
+
+@pytest.mark.parametrize(
+    ("bug", "symptom"),
+    [
+        (_swap_top_bottom, "channel 0: bottom inhibited, planted top inhibited"),
+        (_reversed_difference, "channel 0: top excited, planted top inhibited"),
+        (_zero_reference, "channel 0: is_pan False, planted True"),
+    ],
+)
+def test_planted_detection_can_fail(monkeypatch: pytest.MonkeyPatch, bug, symptom: str):
+    """The planted check catches plausible detector bugs: with each one put in, the very check of
+    test_planted_pans_found_with_sides_and_signs reports the error the bug makes."""
+    conv, expected = planted_conv()
+    bug(monkeypatch)
+    rows = detect_pans(conv, positive_input(), tau=3.0).neurons.to_pylist()
+    errors = planted_errors(rows, expected)
+    assert symptom in errors, errors
+
+
+def framed_input(n: int = 8) -> torch.Tensor:
+    """The positive input inside a frame: edge pixels brighter than the next ones in (reflect reads
+    those) on top and left, darker on bottom and right (circular reads the opposite edge)."""
+    x = positive_input(n)
+    x[:, :, 0, :] = x[:, :, :, 0] = 2.0
+    x[:, :, -1, :] = x[:, :, :, -1] = 0.5
+    return x
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_non_constant_padding_modes_are_measured_but_hold_no_pans(mode: str):
+    """Negative control: the planted PANs of a zero-padded layer, with the layer's padding mode
+    changed. The input has edge structure, so reflect and circular padding differ from the replicate
+    reference and the planted neurons answer them strongly (stored as measured); they are still
+    not PANs (pan_rule measured_only). Replicate padding is the reference: exactly no response."""
     conv, _ = planted_conv()
     conv.padding_mode = mode
-    rows = detect_pans(conv, positive_input(), tau=3.0).neurons.to_pylist()
-    assert not any(r["is_pan"] for r in rows)
-    assert max(max(abs(r[f"own_z_{s}"]) for s in ("top", "bottom", "left", "right")) for r in rows) < 1.0
+    result = detect_pans(conv, framed_input(), tau=3.0)
+    assert result.layers.column("padding_mode").to_pylist() == [mode]
+    rows = result.neurons.to_pylist()
+    assert {r["pan_rule"] for r in rows} == {"measured_only"}
+    assert not any(r["is_pan"] or r["pan_sides"] or r["pan_sign"] for r in rows)
+    assert result.summary["pans"] == 0 and result.layers.column("pans").to_pylist() == [0]
+    own = [r["max_abs_own_z"] for r in rows[: len(PLANTED)]]
+    if mode == "replicate":
+        assert max(own) < 1e-5
+    else:
+        assert max(own) >= 3.0  # what the rule before detector 1.2 counted as PANs
 
 
 def test_removing_padding_removes_the_scope():

@@ -33,9 +33,13 @@ CREATE MACRO depth_bin(d) AS
          ELSE printf('%.1f-%.1f', depth_decile(d) / 10, depth_decile(d) / 10 + 0.1) END;
 
 -- The neurons, re-classified at a threshold (tau) from the stored own_z_* / obs_z_* columns, with the
--- detector's rule (pipeline/detect/classify.py): PAN = not dead and max over sides |own_z| >= threshold;
--- sides '+'-joined in the order top, bottom, left, right; sign excited / inhibited / mixed;
--- border_informed = not dead, not a PAN, max |obs_z| >= threshold.
+-- detector's rule (pipeline/detect/classify.py; tests/test_detect_rule.py checks this macro against it on
+-- detector output): PAN = pan_rule 'constant' (a zeros/constant-padding layer), not dead and max over
+-- sides |own_z| >= threshold; sides '+'-joined in the order top, bottom, left, right; sign excited /
+-- inhibited / mixed; border_informed = not dead, not a PAN, max |obs_z| >= threshold. A NULL pan_rule
+-- (a folder written before detector 1.2) counts as 'constant': such folders are re-counted as written.
+CREATE MACRO pan_rule_counts(rule) AS coalesce(rule, 'constant') = 'constant';
+
 CREATE MACRO pans_at(threshold) AS TABLE
     WITH z AS (
         SELECT *,
@@ -52,7 +56,7 @@ CREATE MACRO pans_at(threshold) AS TABLE
              + coalesce(abs_z(own_z_right) >= threshold AND own_z_right <= 0, false)::INT) AS _down
         FROM neurons
     ),
-    c AS (SELECT *, (NOT _dead AND coalesce(_own >= threshold, false)) AS _pan FROM z)
+    c AS (SELECT *, (NOT _dead AND pan_rule_counts(pan_rule) AND coalesce(_own >= threshold, false)) AS _pan FROM z)
     SELECT * EXCLUDE (_dead, _own, _obs, _up, _down, _pan) REPLACE (
         _pan AS is_pan,
         CASE WHEN _pan THEN concat_ws('+',
@@ -84,7 +88,7 @@ CREATE MACRO pans_per_model_at(threshold) AS TABLE
 CREATE MACRO pan_count_sweep(taus) AS TABLE
     WITH z AS (
         SELECT n.config_id,
-               CASE WHEN coalesce(n.dead, false) THEN NULL
+               CASE WHEN coalesce(n.dead, false) OR NOT pan_rule_counts(n.pan_rule) THEN NULL
                     ELSE greatest(abs_z(own_z_top), abs_z(own_z_bottom), abs_z(own_z_left), abs_z(own_z_right)) END AS own
         FROM neurons n SEMI JOIN models m USING (model_id, config_id)
     )

@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn as nn
 
-from pipeline.detect.classify import dead_mask, pan_sign, side_label
+from pipeline.detect.classify import classify, dead_mask, pan_rule
 from pipeline.detect.layer import REFERENCES, LayerInfo, LayerStats
 from pipeline.detect.tracer import ConvCall, ConvTracer
 from pipeline.errors import PanSurveyError
@@ -111,31 +112,23 @@ def detect_pans(
     return _tables(recorder, tau=tau, model_id=model_id, config_id=config_id, seconds=seconds, device=str(dev))
 
 
-def _col(t: torch.Tensor) -> list[float | None]:
+def _col(a: np.ndarray) -> list[float | None]:
     """A float column with NaN as NULL."""
-    return [None if v != v else v for v in t.tolist()]
+    return [None if v != v else v for v in a.tolist()]
 
 
 def _neuron_columns(info: LayerInfo, res: dict[str, torch.Tensor], tau: float, model_id: str, config_id: str) -> dict:
     """Per-neuron columns of one layer, computed on whole vectors (no per-neuron Python math)."""
     k = info.out_channels
-    scale = res["scale"]
+    scale = res["scale"].numpy()
     dead = dead_mask(scale)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    own = torch.stack([res[f"own_{s}"] / safe for s in SIDES], dim=1)  # (k, 4), NaN: empty strip
-    obs = torch.stack([res[f"obs_{s}"] / safe for s in SIDES], dim=1)
-    max_own = own.abs().nan_to_num(-1.0).amax(dim=1)
-    max_obs = obs.abs().nan_to_num(-1.0).amax(dim=1)
-    hits = (own.abs() >= tau) & ~dead.unsqueeze(1)  # NaN compares False
-    is_pan = hits.any(dim=1)
-    informed = ~is_pan & ~dead & (max_obs >= tau)
-    sides_col: list[str | None] = []
-    sign_col: list[str | None] = []
-    for hit_row, own_row in zip(hits.tolist(), own.tolist(), strict=True):
-        sides = [s for s, h in zip(SIDES, hit_row, strict=True) if h]
-        own_map = dict(zip(SIDES, own_row, strict=True))
-        sides_col.append(side_label(sides))
-        sign_col.append(pan_sign(own_map, sides))
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    own = np.stack([res[f"own_{s}"].numpy() for s in SIDES], axis=1) / safe  # (k, 4), NaN: empty strip
+    obs = np.stack([res[f"obs_{s}"].numpy() for s in SIDES], axis=1) / safe
+    with np.errstate(invalid="ignore"):
+        max_own = np.abs(own).max(axis=1, initial=-1.0, where=~np.isnan(own))
+        max_obs = np.abs(obs).max(axis=1, initial=-1.0, where=~np.isnan(obs))
+    cls = classify(own, obs, dead, tau, pan_rule(info.padding_mode))
     cols: dict = {
         "model_id": [model_id] * k,
         "config_id": [config_id] * k,
@@ -144,19 +137,20 @@ def _neuron_columns(info: LayerInfo, res: dict[str, torch.Tensor], tau: float, m
         "channel": list(range(k)),
         "scale": scale.tolist(),
         "interior_mean": res["interior_mean"].tolist(),
-        "max_abs_own_z": _col(torch.where(max_own < 0, float("nan"), max_own)),
-        "max_abs_obs_z": _col(torch.where(max_obs < 0, float("nan"), max_obs)),
+        "max_abs_own_z": _col(np.where(max_own < 0, np.nan, max_own)),
+        "max_abs_obs_z": _col(np.where(max_obs < 0, np.nan, max_obs)),
         "dead": dead.tolist(),
-        "is_pan": is_pan.tolist(),
-        "pan_sides": sides_col,
-        "pan_sign": sign_col,
-        "border_informed": informed.tolist(),
+        "is_pan": cls["is_pan"].tolist(),
+        "pan_sides": cls["pan_sides"].tolist(),
+        "pan_sign": cls["pan_sign"].tolist(),
+        "border_informed": cls["border_informed"].tolist(),
+        "pan_rule": cls["pan_rule"].tolist(),
         "kernel": res["kernel"].tolist() if "kernel" in res else [None] * k,
     }
     for i, side in enumerate(SIDES):
         cols[f"own_z_{side}"] = _col(own[:, i])
         cols[f"obs_z_{side}"] = _col(obs[:, i])
-        cols[f"kmass_{side}"] = _col(res[f"kmass_{side}"])
+        cols[f"kmass_{side}"] = _col(res[f"kmass_{side}"].numpy())
     return cols
 
 

@@ -93,20 +93,22 @@ class ConvGeometry:
         }
 
     def side_slices(self) -> dict[str, tuple[slice, slice]]:
-        """Output regions of each side's border strip (full width/height, corners included)."""
-        full_r, full_c = slice(0, self.rows.out), slice(0, self.cols.out)
+        """Output regions of each side's strip: positions that read that side's padding and no
+        other side's. Corners, which read two sides at once, belong to neither, so every number
+        measured on a side's strip comes from that side's padding alone (docs/method.md)."""
+        rows_in, cols_in = slice(self.rows.low, self.rows.high), slice(self.cols.low, self.cols.high)
         return {
-            "top": (slice(0, self.rows.low), full_c),
-            "bottom": (slice(self.rows.high, self.rows.out), full_c),
-            "left": (full_r, slice(0, self.cols.low)),
-            "right": (full_r, slice(self.cols.high, self.cols.out)),
+            "top": (slice(0, self.rows.low), cols_in),
+            "bottom": (slice(self.rows.high, self.rows.out), cols_in),
+            "left": (rows_in, slice(0, self.cols.low)),
+            "right": (rows_in, slice(self.cols.high, self.cols.out)),
         }
 
     def interior_slice(self) -> tuple[slice, slice]:
         return slice(self.rows.low, self.rows.high), slice(self.cols.low, self.cols.high)
 
     def side_masks(self) -> dict[str, torch.Tensor]:
-        """Boolean (out_h, out_w) mask per side: positions that read that side's padding."""
+        """Boolean (out_h, out_w) mask per side: that side's strip (see :meth:`side_slices`)."""
         masks = {}
         for side, (rs, cs) in self.side_slices().items():
             mask = torch.zeros(self.out_shape, dtype=torch.bool)
@@ -115,8 +117,9 @@ class ConvGeometry:
         return masks
 
     def padded_tap_share(self) -> dict[str, torch.Tensor]:
-        """Per side, a (kh, kw) matrix: the share of that side's border positions at which each
-        kernel tap reads padding (from any side). Weights times this give the kernel view."""
+        """Per side, a (kh, kw) matrix: the share of that side's strip positions at which each
+        kernel tap reads padding (only that side's: strips hold no corners). Weights times this
+        give the kernel view."""
         rp = self.rows.tap_padded().float()  # (out_h, kh)
         cp = self.cols.tap_padded().float()  # (out_w, kw)
         shares = {}

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.detect.classify import CONSTANT_MODES
 from pipeline.detect.geometry import AxisGeometry, ConvGeometry, torch_same_padding
 from pipeline.detect.tracer import ConvCall
 from pipeline.schema import SIDES
 
-CONSTANT_MODES = {"constant", "zeros"}
 #: Fewest interior output positions a layer needs to be measured. Below this the neuron's spread
 #: (the scale of every z-score) rests on a handful of values per image, and such layers (the last
 #: stage of a network probed at a small image size) dominated PAN counts with unstable z-scores.
@@ -142,30 +142,15 @@ class LayerInfo:
         )
 
 
-def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Batch mean of ``x`` at the given rows and columns: (1, C, len(rows), len(cols)).
-
-    The convolution is linear, so the batch-mean response equals the response to the batch-mean
-    strip: averaging first makes the strip convolution cost one image, not N. The indices form a
-    contiguous range (clamped at the ends), so we narrow to it (a view) before averaging.
-    """
-    r0, r1 = int(rows.min()), int(rows.max()) + 1
-    c0, c1 = int(cols.min()), int(cols.max()) + 1
-    region = x[:, :, r0:r1, c0:c1].mean(dim=0, keepdim=True)
-    return region.index_select(2, rows - r0).index_select(3, cols - c0)
-
-
-def _strip_bounds(axis: AxisGeometry, low_side: bool, n_out: int) -> tuple[int, int]:
-    """Padded-coordinate range [start, stop) of input rows that output strip positions read."""
+def _input_span(axis: AxisGeometry, out: slice) -> tuple[int, int]:
+    """Padded-coordinate range [start, stop) of the input that output positions ``out`` read."""
     span = axis.dilation * (axis.kernel - 1) + 1
-    if low_side:
-        first = 0
-        last = (n_out - 1) * axis.stride + span
-    else:
-        first_out = axis.out - n_out
-        first = first_out * axis.stride
-        last = (axis.out - 1) * axis.stride + span
-    return first, last
+    return out.start * axis.stride, (out.stop - 1) * axis.stride + span
+
+
+def _select(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, rows][:, :, :, cols]`` for index vectors (edge indices may repeat)."""
+    return x.index_select(2, rows).index_select(3, cols)
 
 
 class LayerStats:
@@ -214,41 +199,48 @@ class LayerStats:
         self._update_own(call, n_img)
 
     def _update_own(self, call: ConvCall, n_img: int) -> None:
-        """Add this batch's own padding response per side (see the module docstring)."""
+        """Add this batch's own padding response per side (see the module docstring).
+
+        Each side's strip reads that side's padding only (no corners), so D on the input region
+        its positions read is non-zero only in that side's padding band.
+        """
         info, g = self.info, self.info.geometry
         x = call.x
         et, eb, el, er = info.explicit
-        it, ib, il, ir = info.internal
+        it, il = info.internal[0], info.internal[2]
         h, w = info.in_size
+        xh, xw = x.shape[2], x.shape[3]
         top, left = it + et, il + el  # where the unpadded input starts, in fully padded coords
-        full_h, full_w = top + h + eb + ib, left + w + er + ir
         mu = None
         if self.reference == "mean":
-            unpadded = x[:, :, et : x.shape[2] - eb, el : x.shape[3] - er]
+            unpadded = x[:, :, et : xh - eb, el : xw - er]
             mu = unpadded.mean(dim=(0, 2, 3), dtype=torch.float64).to(x.dtype).view(1, -1, 1, 1)
         dev = x.device
-        for side, n_out in g.strips().items():
-            if not n_out:
+        for side, (rs, cs) in g.side_slices().items():
+            if rs.stop <= rs.start or cs.stop <= cs.start:
                 continue
-            vertical = side in ("top", "bottom")
-            axis = g.rows if vertical else g.cols
-            start, stop = _strip_bounds(axis, side in ("top", "left"), n_out)
-            rows = torch.arange(start, stop, device=dev) if vertical else torch.arange(full_h, device=dev)
-            cols = torch.arange(full_w, device=dev) if vertical else torch.arange(start, stop, device=dev)
+            r0, r1 = _input_span(g.rows, rs)
+            c0, c1 = _input_span(g.cols, cs)
+            rows, cols = torch.arange(r0, r1, device=dev), torch.arange(c0, c1, device=dev)
+            # The batch mean of the part of x these rows and columns touch (linearity: the
+            # batch-mean response is the response to the batch-mean strip, one image's cost).
+            xr, xc = rows - it, cols - il  # x's coordinates (x holds any explicit padding)
+            xr0, xr1 = max(r0 - it, 0), min(r1 - it, xh)
+            xc0, xc1 = max(c0 - il, 0), min(c1 - il, xw)
+            xbar = x[:, :, xr0:xr1, xc0:xc1].mean(dim=0, keepdim=True)
             # The strip as the layer pads it (explicit pad from x, the conv's own band as zeros) ...
-            xr, xc = rows - it, cols - il
-            band = ((xr < 0) | (xr >= x.shape[2])).view(-1, 1) | ((xc < 0) | (xc >= x.shape[3])).view(1, -1)
-            actual = _gather(x, xr.clamp(0, x.shape[2] - 1), xc.clamp(0, x.shape[3] - 1))
+            band = ((xr < 0) | (xr >= xh)).view(-1, 1) | ((xc < 0) | (xc >= xw)).view(1, -1)
+            actual = _select(xbar, xr.clamp(0, xh - 1) - xr0, xc.clamp(0, xw - 1) - xc0)
             actual = actual.masked_fill(band, 0.0)
             # ... and with the reference padding; they differ only where the strip is padding.
             outside = ((rows < top) | (rows >= top + h)).view(-1, 1) | ((cols < left) | (cols >= left + w)).view(1, -1)
             if mu is not None:
                 reference = mu.expand_as(actual)
             else:  # replicate: each padded position takes the value of the nearest input pixel
-                rr = rows.clamp(top, top + h - 1) - it
-                rc = cols.clamp(left, left + w - 1) - il
-                reference = _gather(x, rr, rc)
-            d = (actual - reference) * outside.to(actual.dtype)
+                rr = rows.clamp(top, top + h - 1) - it - xr0
+                rc = cols.clamp(left, left + w - 1) - il - xc0
+                reference = _select(xbar, rr, rc)
+            d = (actual - reference).masked_fill(~outside, 0.0)
             resp = F.conv2d(d, call.weight, None, call.stride, 0, call.dilation, call.groups)
             self.own_sum[side] += resp.mean(dim=(0, 2, 3), dtype=torch.float64) * n_img
 
