@@ -149,6 +149,25 @@ def _lsuv(model: nn.Module, images: torch.Tensor, batch_size: int, device: Any) 
     return Recalibration("lsuv" if seen else "none", len(seen))
 
 
+def probe_statistics(model: nn.Module, images: torch.Tensor, batch_size: int) -> Recalibration | None:
+    """The one-pass shortcut of :func:`recalibrate`, when the probe is one batch and every
+    running-statistics norm is a torch BatchNorm: drop the stored statistics, so that in eval mode
+    each BatchNorm normalises with the statistics of the probe itself, which is what recalibration
+    would store (up to the unbiased n/(n-1) variance factor, n = images x positions). The twin's
+    detection pass is then its recalibration pass too; the twin is for measuring only. None: not
+    applicable (several batches, other kinds of norm, or none), use :func:`recalibrate`.
+    """
+    norms = running_stat_norms(model)
+    if images.shape[0] > batch_size or not norms:
+        return None
+    if not all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in norms):
+        return None
+    for m in norms:
+        m.running_mean = None
+        m.running_var = None
+    return Recalibration("running_stats", len(norms))
+
+
 # -- 3. check the regime ----------------------------------------------------------------------
 
 
@@ -233,7 +252,9 @@ def measure_null(
     if twin is None:
         twin = build_twin(ref, fetched).model
     device = resolve_device(settings.device)
-    how = recalibrate(twin, images, batch_size=settings.batch_size, device=device)
+    how = probe_statistics(twin, images, settings.batch_size) or recalibrate(
+        twin, images, batch_size=settings.batch_size, device=device
+    )
     nid = null_model_id(ref, int(images.shape[2]), int(images.shape[3]))
     result = detect_pans(
         twin,

@@ -244,3 +244,26 @@ def test_stats_report_and_query_show_the_null_and_read_old_folders(tmp_path, cap
     gap = open_results(old).execute("SELECT models, models_with_null FROM null_gap").fetchall()
     assert gap == [(1, 0)]
     assert pc.sum(ResultStore(old).read("models")["pans"]).as_py() == stored["pans"]
+
+
+def test_the_one_pass_shortcut_measures_what_recalibration_does() -> None:
+    # measure_null skips the separate recalibration pass when the probe is one batch; the numbers
+    # must be those of the recalibrated twin (a shortcut that kept the constructed statistics would not be).
+    from pipeline.null_twin import measure_null
+
+    from pipeline.sources import ModelRef, Preprocess
+
+    ref = ModelRef("timm:test_resnet.r160_in1k", "timm", "test_resnet.r160_in1k")  # its twin needs no weights
+    images = make_probe("photos", 4, Preprocess().with_image_size(64))
+    settings = DetectSettings(num_images=4, image_size=64, batch_size=4, device="cpu")
+    fast = measure_null(ref, images, settings)
+    twin = build_twin(ref).model
+    recalibrate(twin, images, batch_size=4)
+    slow = detect_pans(twin, images, device="cpu", model_id=fast.model_id, config_id=settings.config_id)
+    a = fast.neurons.column("max_abs_own_z").to_pylist()
+    b = slow.neurons.column("max_abs_own_z").to_pylist()
+    assert len(a) == len(b) > 0
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True) if x is not None) < 1e-2 * max(1.0, max(map(abs, b)))
+    assert fast.pans == slow.summary["pans"]
+    constructed = detect_pans(build_twin(ref).model, images, device="cpu").neurons.column("max_abs_own_z").to_pylist()
+    assert max(abs(x - y) for x, y in zip(constructed, b, strict=True) if x is not None) > 0.1
