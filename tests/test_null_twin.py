@@ -250,7 +250,6 @@ def test_the_one_pass_shortcut_measures_what_recalibration_does() -> None:
     # measure_null skips the separate recalibration pass when the probe is one batch; the numbers
     # must be those of the recalibrated twin (a shortcut that kept the constructed statistics would not be).
     from pipeline.null_twin import measure_null
-
     from pipeline.sources import ModelRef, Preprocess
 
     ref = ModelRef("timm:test_resnet.r160_in1k", "timm", "test_resnet.r160_in1k")  # its twin needs no weights
