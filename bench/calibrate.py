@@ -175,8 +175,8 @@ def main() -> None:
     shown = (2.0, DEFAULT_TAU, 5.0)
     print("\ntrained against null: PANs (live constant-padding neurons with max |own_z| >= tau), trained / null;")
     print("act ratio: median over padded convs of |log10(twin input std / trained input std)| (0: same scale)")
-    print(f"{'model':28s} " + " ".join(f"{f'tau {t:g}':>13s}" for t in shown) + f" {'x null @' + format(DEFAULT_TAU, 'g'):>10s}"
-          f" {'act ratio':>9s}")
+    heads = " ".join(f"{f'tau {t:g}':>13s}" for t in shown)
+    print(f"{'model':28s} {heads} {'x null @' + format(DEFAULT_TAU, 'g'):>10s} {'act ratio':>9s}")
     for name, tz, nz, act in trained_rows:
         cells = " ".join(f"{int((tz >= t).sum()):6d} /{int((nz >= t).sum()):5d}" for t in shown)
         a, b = int((tz >= DEFAULT_TAU).sum()), int((nz >= DEFAULT_TAU).sum())
