@@ -46,15 +46,17 @@ TARGET_FPR = 1e-3
 #: timm architectures at random init, one or two small members per family (incl. the four the
 #: issue found with most "PANs" before recalibration: repvgg, efficientvit, starnet, convmixer).
 ARCHS = (
+    # BatchNorm-free first (the LSUV path), then the rest family by family
+    "convnext_atto", "poolformer_s12", "nf_resnet26", "convnextv2_atto", "nfnet_l0",
+    "efficientvit_b0", "starnet_s1", "convmixer_768_32", "mobilevit_xxs", "edgenext_xx_small", "fastvit_t8",
     "resnet18", "resnet50", "resnext26ts", "seresnext26d_32x4d", "res2net50_14w_8s", "resnest14d", "skresnet18",
     "regnetx_002", "regnety_004", "regnetz_b16", "densenet121", "dla34", "dpn48b", "vgg11_bn", "repvgg_b0",
     "mobilenetv2_050", "mobilenetv3_small_050", "tf_mobilenetv3_small_075", "mnasnet_050", "fbnetc_100",
     "efficientnet_b0", "tf_efficientnet_b0", "tf_efficientnet_lite0", "efficientnetv2_rw_t", "mixnet_s",
     "tinynet_e", "lcnet_050", "ghostnet_050", "rexnet_100", "hardcorenas_a", "mobileone_s0", "repghostnet_050",
     "cspresnet50", "cspdarknet53", "darknet17", "ese_vovnet19b_dw", "gernet_s", "hrnet_w18_small",
-    "inception_v3", "xception41", "convnext_atto", "convnextv2_atto", "efficientvit_b0", "efficientvit_m0",
-    "starnet_s1", "convmixer_768_32", "mobilevit_xxs", "edgenext_xx_small", "fastvit_t8", "poolformer_s12",
-    "nf_resnet26", "nfnet_l0", "resnet18d", "ecaresnet26t", "halonet26t", "coatnet_nano_rw_224",
+    "inception_v3", "xception41", "efficientvit_m0", "resnet18d", "ecaresnet26t", "halonet26t",
+    "coatnet_nano_rw_224",
 )
 
 
