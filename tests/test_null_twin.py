@@ -151,7 +151,12 @@ def test_a_random_init_model_is_its_own_recalibrated_null(tiny_timm_export, tmp_
     assert (t["null_pans"], t["null_padded_neurons"]) == (f["pans"], f["padded_neurons"])
     twin = pq.read_table(next((trained / "null_neurons").glob("*.parquet")))
     mine = ResultStore(fresh).read("neurons")
-    assert twin.column("max_abs_own_z").to_pylist() == mine.column("max_abs_own_z").to_pylist()
+    # The twin normalises with the probe's statistics in its detection pass (one batch); the model,
+    # which impact experiments may run afterwards, stores them (unbiased variance: n/(n-1) on maps of
+    # n = images x positions, 16 on this net's last 2x2 stage): equal to a few percent.
+    a, b = twin.column("max_abs_own_z").to_pylist(), mine.column("max_abs_own_z").to_pylist()
+    assert len(a) == len(b) and all((x is None and y is None) or x == pytest.approx(y, rel=0.05, abs=1e-2)
+                                    for x, y in zip(a, b, strict=True))
 
 
 def test_no_null_leaves_the_columns_null(tmp_path) -> None:
