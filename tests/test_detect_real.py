@@ -153,16 +153,16 @@ def test_trained_toy_has_pans_and_carries_the_border_further_than_fresh_init():
     """The tiny border CNN of tests/toy_models.py, trained here (~10 s), against the same architecture
     freshly initialised with the same seed, both measured on the same border-task probe.
 
-    conv1 PANs: found in both, the 8 filters of the constant input plane (channels 8-15). Their
-    interior scale is only the plane's faint noise (std 0.05) while the zero padding steps the
-    plane from 1 to 0, so any filter there has |own_z| near 20 whatever its weights: on this toy
-    conv1's PAN count does not tell trained from fresh (seeds 0-5: 8 PANs against 8 every time).
-    What training changes is what the deeper layers make of the border. Measured on seeds 0-5
-    (one-thread training, as train_border_cnn does): border-informed neurons (|obs_z| >= tau, not
-    PANs) in conv2 + conv3, trained 8-38 vs fresh 0-6, trained ahead by 2 or more on every seed
-    (seed 1: 8 vs 6); conv2's largest |obs_z|, trained 6.6-23.3 vs fresh 2.0-4.3, ratio 1.61-5.42
-    (seed 1: 2.17). Asserted: trained border-informed >= 8 and >= fresh + 2; trained max conv2
-    |obs_z| >= 1.4x fresh.
+    conv1 (zero padding) PANs: found in both, the 8 filters of the constant input plane (channels
+    8-15), whose interior scale is only the plane's faint noise: any weights give a large |own_z|
+    there, so on this toy conv1's count does not tell trained from fresh. conv2 and conv3 are
+    circular-padded: measured, never PANs (detector 1.2). What training changes is how far the
+    border signal travels. Measured with detector 1.2 on seeds 0-5 (one-thread training, as
+    train_border_cnn does): conv2's largest |obs_z|, trained 5.97-21.86 vs fresh 1.99-4.28, ratio
+    1.74-5.11 (seed 1: 9.00 vs 3.63, 2.48); border-informed neurons in conv2 + conv3, trained
+    11-55 vs fresh 0-8, ahead by 3 or more on every seed (seed 1: 11 vs 8). Asserted: the ratio
+    >= 1.5 (below every seed's), and trained informed > fresh. A detector that measured both
+    models with one set of weights, or took obs_z from the wrong positions, fails the ratio.
     """
     seed = DEFAULT_SEED
     probe, _ = border_task(64, seed=7)
@@ -172,6 +172,8 @@ def test_trained_toy_has_pans_and_carries_the_border_further_than_fresh_init():
     for layers in (trained, fresh):
         pans = [r["channel"] for r in layers["conv1"] if r["is_pan"]]
         assert pans == list(range(GROUP_WIDTH, 2 * GROUP_WIDTH)), pans
+        assert {r["pan_rule"] for r in layers["conv2"] + layers["conv3"]} == {"measured_only"}
+        assert not any(r["is_pan"] for r in layers["conv2"] + layers["conv3"])
 
     def informed(layers: dict[str, list[dict]]) -> int:
         return sum(r["border_informed"] for r in layers["conv2"] + layers["conv3"])
@@ -179,5 +181,5 @@ def test_trained_toy_has_pans_and_carries_the_border_further_than_fresh_init():
     def max_obs(layers: dict[str, list[dict]]) -> float:
         return max(r["max_abs_obs_z"] for r in layers["conv2"] if not r["dead"])
 
-    assert informed(trained) >= 8 and informed(trained) >= informed(fresh) + 2, (informed(trained), informed(fresh))
-    assert max_obs(trained) >= 1.4 * max_obs(fresh), (max_obs(trained), max_obs(fresh))
+    assert max_obs(trained) >= 1.5 * max_obs(fresh), (max_obs(trained), max_obs(fresh))
+    assert informed(trained) > informed(fresh), (informed(trained), informed(fresh))

@@ -8,8 +8,10 @@ invariant: the only way to tell near from far is to see where the zero padding i
 The three input channels play separate parts, as the planes of a multi-channel sensor would:
 0 holds the square on a canvas at the mean (0 after normalisation, like the padding), 1 is a
 constant plane with faint noise (an "alpha" or validity mask), 2 is pure noise. The first
-convolution is grouped (one group per input channel) and the only padded layer, so the border
-is visible only to the filters of the constant plane, and training makes some of them into
+convolution is grouped (one group per input channel) and the only zero-padded layer; conv2 and
+conv3 pad circularly (the map wraps around: no constant border value, so no PANs can form there,
+and the detector measures them without counting PANs). The constant border is thus visible only
+to conv1's filters, those of the constant plane most, and training makes some of them into
 strong Padding Aware Neurons. Ablating those costs the model its accuracy; ablating as many
 other neurons of the same layer costs much less. This is the separation the impact tests check.
 
@@ -46,7 +48,7 @@ MEAN, STD = 0.5, 0.25
 
 
 class BorderCNN(nn.Module):
-    """Grouped zero-padded 3x3 conv, two unpadded convs, global average pooling, a linear head."""
+    """Grouped zero-padded 3x3 conv, two circular-padded stride-2 convs, global average pooling, a linear head."""
 
     def __init__(self, group_width: int = GROUP_WIDTH) -> None:
         super().__init__()

@@ -87,8 +87,10 @@ def overview_section(ctx: ReportContext) -> Section:
         f"<p>Configuration <code>{esc(ctx.config)}</code>: probe <b>{esc(probe)}</b> "
         f"({esc(settings.get('num_images'))} images, {esc(size)}), reference padding "
         f"<b>{esc(settings.get('reference'))}</b>, {esc(classification)}, detector "
-        f"{esc(settings.get('detector_version'))}. A PAN is a neuron (conv output channel) that is not dead "
-        "and whose own padding response reaches tau on some side: max over sides of |own_z| &ge; tau. "
+        f"{esc(settings.get('detector_version'))}. A PAN is a neuron (conv output channel) of a layer with "
+        "constant (zero or constant-value) padding that is not dead and whose own padding response reaches "
+        "tau on some side: max over sides of |own_z| &ge; tau (detector 1.2 on; reflect, replicate and "
+        "circular layers are measured but hold no PANs). "
         "&ldquo;Padded neurons&rdquo; are the measured neurons of convolutions that read padding.</p>"
     )
     others = ""

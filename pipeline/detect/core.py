@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 import torch.nn as nn
 
@@ -112,12 +113,14 @@ def detect_pans(
     return _tables(recorder, tau=tau, model_id=model_id, config_id=config_id, seconds=seconds, device=str(dev))
 
 
-def _col(a: np.ndarray) -> list[float | None]:
-    """A float column with NaN as NULL."""
-    return [None if v != v else v for v in a.tolist()]
+def _f32(a: np.ndarray) -> pa.Array:
+    """A float32 column with NaN as NULL, straight from numpy (no per-value Python objects)."""
+    return pa.array(np.asarray(a, dtype=np.float32), mask=np.isnan(a))
 
 
-def _neuron_columns(info: LayerInfo, res: dict[str, torch.Tensor], tau: float, model_id: str, config_id: str) -> dict:
+def _neuron_columns(
+    info: LayerInfo, res: dict[str, torch.Tensor], tau: float, model_id: str, config_id: str
+) -> dict[str, pa.Array | list]:
     """Per-neuron columns of one layer, computed on whole vectors (no per-neuron Python math)."""
     k = info.out_channels
     scale = res["scale"].numpy()
@@ -129,28 +132,34 @@ def _neuron_columns(info: LayerInfo, res: dict[str, torch.Tensor], tau: float, m
         max_own = np.abs(own).max(axis=1, initial=-1.0, where=~np.isnan(own))
         max_obs = np.abs(obs).max(axis=1, initial=-1.0, where=~np.isnan(obs))
     cls = classify(own, obs, dead, tau, pan_rule(info.padding_mode))
-    cols: dict = {
+    if "kernel" in res:
+        kernel = res["kernel"].numpy().astype(np.float32)
+        offsets = pa.array(np.arange(k + 1, dtype=np.int32) * kernel.shape[1])
+        kernels: pa.Array | list = pa.ListArray.from_arrays(offsets, pa.array(kernel.reshape(-1)))
+    else:
+        kernels = [None] * k
+    cols: dict[str, pa.Array | list] = {
         "model_id": [model_id] * k,
         "config_id": [config_id] * k,
         "layer": [info.layer] * k,
-        "layer_index": [info.index] * k,
-        "channel": list(range(k)),
-        "scale": scale.tolist(),
-        "interior_mean": res["interior_mean"].tolist(),
-        "max_abs_own_z": _col(np.where(max_own < 0, np.nan, max_own)),
-        "max_abs_obs_z": _col(np.where(max_obs < 0, np.nan, max_obs)),
-        "dead": dead.tolist(),
-        "is_pan": cls["is_pan"].tolist(),
-        "pan_sides": cls["pan_sides"].tolist(),
-        "pan_sign": cls["pan_sign"].tolist(),
-        "border_informed": cls["border_informed"].tolist(),
-        "pan_rule": cls["pan_rule"].tolist(),
-        "kernel": res["kernel"].tolist() if "kernel" in res else [None] * k,
+        "layer_index": pa.array(np.full(k, info.index, dtype=np.int32)),
+        "channel": pa.array(np.arange(k, dtype=np.int32)),
+        "scale": _f32(scale),
+        "interior_mean": _f32(res["interior_mean"].numpy()),
+        "max_abs_own_z": _f32(np.where(max_own < 0, np.nan, max_own)),
+        "max_abs_obs_z": _f32(np.where(max_obs < 0, np.nan, max_obs)),
+        "dead": pa.array(dead),
+        "is_pan": pa.array(cls["is_pan"]),
+        "pan_sides": pa.array(cls["pan_sides"], pa.string()),
+        "pan_sign": pa.array(cls["pan_sign"], pa.string()),
+        "border_informed": pa.array(cls["border_informed"]),
+        "pan_rule": pa.array(cls["pan_rule"], pa.string()),
+        "kernel": kernels,
     }
     for i, side in enumerate(SIDES):
-        cols[f"own_z_{side}"] = _col(own[:, i])
-        cols[f"obs_z_{side}"] = _col(obs[:, i])
-        cols[f"kmass_{side}"] = _col(res[f"kmass_{side}"].numpy())
+        cols[f"own_z_{side}"] = _f32(own[:, i])
+        cols[f"obs_z_{side}"] = _f32(obs[:, i])
+        cols[f"kmass_{side}"] = _f32(res[f"kmass_{side}"].numpy())
     return cols
 
 
@@ -170,12 +179,12 @@ def _tables(
             totals["skipped_neurons"] += info.out_channels
         if stats is not None:
             cols = _neuron_columns(info, stats.finish(), tau, model_id, config_id)
-            layer_pans = sum(cols["is_pan"])
+            layer_pans = int(pc.sum(cols["is_pan"]).as_py())
             totals["padded_layers"] += 1
             totals["padded_neurons"] += info.out_channels
             totals["pans"] += layer_pans
-            totals["dead_neurons"] += sum(cols["dead"])
-            totals["border_informed"] += sum(cols["border_informed"])
+            totals["dead_neurons"] += int(pc.sum(cols["dead"]).as_py())
+            totals["border_informed"] += int(pc.sum(cols["border_informed"]).as_py())
             neuron_parts.append(pa.Table.from_pydict(cols, schema=NEURONS))
         g = info.geometry
         strips = g.strips()

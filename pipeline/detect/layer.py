@@ -7,8 +7,10 @@ Own padding response: (output with the layer's padding) - (output with a neutral
 padding). The default reference is *replicate* (each padded position holds its nearest input
 pixel: the border carries no signal of its own); ``mean`` fills it with the input channel's mean.
 Because the convolution is linear, the difference is the convolution of D = (padded input -
-reference), which is zero everywhere but the padded region. So we convolve D only on the thin
-border strips that can see it, and on the batch-mean strip rather than every image.
+reference), which is zero everywhere but the padded region. So we build D only on the thin
+border strips that can see it, on the batch-mean strip rather than every image, and (the mean
+response over a strip being the weight applied to the strip's mean receptive window) take one
+weight-times-window product per layer for all sides instead of a convolution per strip.
 """
 
 from __future__ import annotations
@@ -148,9 +150,95 @@ def _input_span(axis: AxisGeometry, out: slice) -> tuple[int, int]:
     return out.start * axis.stride, (out.stop - 1) * axis.stride + span
 
 
+#: A per-image sum of squares is trusted in float32 while it is at most this many times the sum
+#: of squared deviations (float32 keeps ~7 digits, so at most ~2 are lost to the cancellation).
+CANCELLATION_LIMIT = 100.0
+
+
+def _moments(interior: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Count, per-channel mean and sum of squared deviations (float64) of an (N, C, h, w) view.
+
+    Why not ``torch.var_mean`` over (0, 2, 3): its Welford loop cost about half the convolution
+    itself on large maps. Per image and channel, a float32 sum and a sum of squares (two fast
+    vectorised reductions over the contiguous rows) give the mean and spread; images are then
+    combined in float64. Where the mean dominates the spread, the sum of squares would lose
+    digits, so those channels are recomputed with ``var_mean`` (few: near-constant neurons).
+    """
+    n, _c, h, w = interior.shape
+    hw = h * w
+    s = interior.sum(dim=(2, 3)).double()  # (N, C)
+    q = torch.linalg.vector_norm(interior, dim=(2, 3)).double().square()
+    mean_nc = s / hw
+    m2_nc = q - s * mean_nc
+    risky = (q > CANCELLATION_LIMIT * m2_nc).any(dim=0)
+    if bool(risky.any()):
+        ch = risky.nonzero().squeeze(1)
+        var, mean = torch.var_mean(interior.index_select(1, ch), dim=(2, 3), correction=0)
+        mean_nc[:, ch] = mean.double()
+        m2_nc[:, ch] = var.double() * hw
+    mean = mean_nc.mean(dim=0)
+    m2 = m2_nc.sum(dim=0) + hw * (mean_nc - mean).square().sum(dim=0)
+    return n * hw, mean, m2
+
+
 def _select(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``x[:, :, rows][:, :, :, cols]`` for index vectors (edge indices may repeat)."""
     return x.index_select(2, rows).index_select(3, cols)
+
+
+@dataclass(frozen=True)
+class _StripPlan:
+    """What one side's own-response update reads, fixed by the layer's geometry (built once).
+
+    ``x[:, :, r0:r1, c0:c1]`` is the part of the conv's input the strip touches; ``rows``/``cols``
+    index it to build the strip as padded (``band``: the conv's own zero padding), ``ref_rows``/
+    ``ref_cols`` to build the replicate reference, ``pad`` marks the padding (where D lives).
+    """
+
+    side: str
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    rows: torch.Tensor
+    cols: torch.Tensor
+    band: torch.Tensor
+    ref_rows: torch.Tensor
+    ref_cols: torch.Tensor
+    not_pad: torch.Tensor
+
+
+def _strip_plans(info: LayerInfo, device: torch.device) -> list[_StripPlan]:
+    g = info.geometry
+    et, eb, el, er = info.explicit
+    it, il = info.internal[0], info.internal[2]
+    h, w = info.in_size
+    xh, xw = h + et + eb, w + el + er  # x holds any explicit padding
+    top, left = it + et, il + el  # where the unpadded input starts, in fully padded coords
+    plans = []
+    for side, (rs, cs) in g.side_slices().items():
+        if rs.stop <= rs.start or cs.stop <= cs.start:
+            continue
+        r0, r1 = _input_span(g.rows, rs)
+        c0, c1 = _input_span(g.cols, cs)
+        rows, cols = torch.arange(r0, r1), torch.arange(c0, c1)
+        xr, xc = rows - it, cols - il  # x's coordinates
+        xr0, xr1 = max(r0 - it, 0), min(r1 - it, xh)
+        xc0, xc1 = max(c0 - il, 0), min(c1 - il, xw)
+        band = ((xr < 0) | (xr >= xh)).view(-1, 1) | ((xc < 0) | (xc >= xw)).view(1, -1)
+        pad = ((rows < top) | (rows >= top + h)).view(-1, 1) | ((cols < left) | (cols >= left + w)).view(1, -1)
+        plans.append(
+            _StripPlan(
+                side, xr0, xr1, xc0, xc1,
+                rows=(xr.clamp(0, xh - 1) - xr0).to(device),
+                cols=(xc.clamp(0, xw - 1) - xc0).to(device),
+                band=band.to(device),
+                ref_rows=(rows.clamp(top, top + h - 1) - it - xr0).to(device),
+                ref_cols=(cols.clamp(left, left + w - 1) - il - xc0).to(device),
+                not_pad=(~pad).to(device),
+            )
+        )
+    return plans
 
 
 class LayerStats:
@@ -171,6 +259,7 @@ class LayerStats:
         self.own_sum = {s: z() for s in SIDES}
         self.images = 0
         self.weight: torch.Tensor | None = None
+        self.plans = _strip_plans(info, device)
 
     # The per-batch update -----------------------------------------------------------------
     @torch.no_grad()
@@ -182,10 +271,7 @@ class LayerStats:
         n_img = int(y.shape[0])
         self.images += n_img
         ri, ci = g.interior_slice()
-        interior = y[:, :, ri, ci]
-        var, mean = torch.var_mean(interior, dim=(0, 2, 3), correction=0)
-        n_b = interior.shape[0] * interior.shape[2] * interior.shape[3]
-        mean, m2 = mean.double(), var.double() * n_b
+        n_b, mean, m2 = _moments(y[:, :, ri, ci])
         delta = mean - self.mean
         total = self.n + n_b
         self.mean += delta * (n_b / total)
@@ -204,45 +290,37 @@ class LayerStats:
         Each side's strip reads that side's padding only (no corners), so D on the input region
         its positions read is non-zero only in that side's padding band.
         """
-        info, g = self.info, self.info.geometry
         x = call.x
-        et, eb, el, er = info.explicit
-        it, il = info.internal[0], info.internal[2]
-        h, w = info.in_size
-        xh, xw = x.shape[2], x.shape[3]
-        top, left = it + et, il + el  # where the unpadded input starts, in fully padded coords
         mu = None
         if self.reference == "mean":
-            unpadded = x[:, :, et : xh - eb, el : xw - er]
+            et, eb, el, er = self.info.explicit
+            unpadded = x[:, :, et : x.shape[2] - eb, el : x.shape[3] - er]
             mu = unpadded.mean(dim=(0, 2, 3), dtype=torch.float64).to(x.dtype).view(1, -1, 1, 1)
-        dev = x.device
-        for side, (rs, cs) in g.side_slices().items():
-            if rs.stop <= rs.start or cs.stop <= cs.start:
-                continue
-            r0, r1 = _input_span(g.rows, rs)
-            c0, c1 = _input_span(g.cols, cs)
-            rows, cols = torch.arange(r0, r1, device=dev), torch.arange(c0, c1, device=dev)
-            # The batch mean of the part of x these rows and columns touch (linearity: the
-            # batch-mean response is the response to the batch-mean strip, one image's cost).
-            xr, xc = rows - it, cols - il  # x's coordinates (x holds any explicit padding)
-            xr0, xr1 = max(r0 - it, 0), min(r1 - it, xh)
-            xc0, xc1 = max(c0 - il, 0), min(c1 - il, xw)
-            xbar = x[:, :, xr0:xr1, xc0:xc1].mean(dim=0, keepdim=True)
+        if not self.plans:
+            return
+        windows = []
+        for p in self.plans:
+            # The batch mean of the input the strip touches (linearity: the batch-mean response is
+            # the response to the batch-mean strip, one image's cost).
+            xbar = x[:, :, p.r0 : p.r1, p.c0 : p.c1].mean(dim=0, keepdim=True)
             # The strip as the layer pads it (explicit pad from x, the conv's own band as zeros) ...
-            band = ((xr < 0) | (xr >= xh)).view(-1, 1) | ((xc < 0) | (xc >= xw)).view(1, -1)
-            actual = _select(xbar, xr.clamp(0, xh - 1) - xr0, xc.clamp(0, xw - 1) - xc0)
-            actual = actual.masked_fill(band, 0.0)
+            actual = _select(xbar, p.rows, p.cols).masked_fill_(p.band, 0.0)
             # ... and with the reference padding; they differ only where the strip is padding.
-            outside = ((rows < top) | (rows >= top + h)).view(-1, 1) | ((cols < left) | (cols >= left + w)).view(1, -1)
-            if mu is not None:
-                reference = mu.expand_as(actual)
-            else:  # replicate: each padded position takes the value of the nearest input pixel
-                rr = rows.clamp(top, top + h - 1) - it - xr0
-                rc = cols.clamp(left, left + w - 1) - il - xc0
-                reference = _select(xbar, rr, rc)
-            d = (actual - reference).masked_fill(~outside, 0.0)
-            resp = F.conv2d(d, call.weight, None, call.stride, 0, call.dilation, call.groups)
-            self.own_sum[side] += resp.mean(dim=(0, 2, 3), dtype=torch.float64) * n_img
+            reference = mu if mu is not None else _select(xbar, p.ref_rows, p.ref_cols)
+            d = (actual - reference).masked_fill_(p.not_pad, 0.0)
+            # Linearity once more: the mean response over the strip is the weight applied to the
+            # mean receptive window, so no strip convolution (whose per-call weight set-up cost
+            # more than the arithmetic) is needed, and all sides share one product.
+            cols = F.unfold(d, self.info.kernel, dilation=self.info.dilation, stride=self.info.stride)
+            windows.append(cols.mean(dim=2))  # (1, C * kh * kw)
+        w = call.weight
+        groups = self.info.groups
+        k = w.shape[0]
+        mean_window = torch.cat(windows).view(len(windows), groups, -1)  # (S, G, Cg * kh * kw)
+        own = torch.einsum("gkt,sgt->sgk", w.reshape(groups, k // groups, -1), mean_window)
+        own = own.reshape(len(windows), k).double() * n_img
+        for p, resp in zip(self.plans, own, strict=True):
+            self.own_sum[p.side] += resp
 
     # Final numbers ---------------------------------------------------------------------------
     def finish(self) -> dict[str, torch.Tensor]:
