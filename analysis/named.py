@@ -40,6 +40,15 @@ SELECT g.model_id, g.config_id, m.family, g.layer_index, g.is_pan, g.pan_sides, 
 FROM g JOIN (SELECT DISTINCT model_id, config_id, family FROM models) m USING (model_id, config_id)
 """
 
+#: Null twins' neurons (pipeline/null_twin.py) counted per twin and config, classified like the
+#: models' neurons (stored, or re-classified by the same rule at --tau). Empty for older folders.
+_NULL_GROUPS = """
+SELECT model_id AS null_model_id, config_id,
+       count(*)::BIGINT AS null_padded_neurons,
+       count_where(coalesce(is_pan, false), 1) AS null_pans
+FROM null_classified GROUP BY ALL
+"""
+
 _LAYER_GROUPS = """
 SELECT g.*, l.layer, l.relative_depth, l.conv_type, l.kernel_h, l.kernel_w, l.stride_h, l.stride_w,
        l.dilation_h, l.dilation_w, l.padding_kind, l.padding_mode
@@ -117,13 +126,28 @@ def _create_in_dependency_order(con, statements: dict[str, str]) -> None:
             raise RuntimeError(f"named query {name} does not bind: {message}")
 
 
+def _null_macro(macros: str) -> str:
+    """``null_pans_at``: the ``pans_at`` macro of macros.sql (one rule) over ``null_neurons``."""
+    start = macros.index("CREATE MACRO pans_at(")
+    end = macros.index(";", start)
+    block = macros[start : end + 1]
+    if block.count("FROM neurons") != 1:
+        raise RuntimeError("macros.sql: pans_at must read FROM neurons exactly once")
+    return block.replace("pans_at(", "null_pans_at(", 1).replace("FROM neurons", "FROM null_neurons")
+
+
 def install(con, *, tau: float | None = None, materialize: bool = False) -> None:
     """Create the macros, the helper relations and one view per named query on ``con``."""
-    con.execute(_sql_text("macros.sql"))
+    macros = _sql_text("macros.sql")
+    con.execute(macros)
+    con.execute(_null_macro(macros))
     source = "neurons" if tau is None else f"pans_at({float(tau)!r})"
     con.execute(f"CREATE VIEW neurons_classified AS SELECT * FROM {source}")
+    null_source = "null_neurons" if tau is None else f"null_pans_at({float(tau)!r})"
+    con.execute(f"CREATE VIEW null_classified AS SELECT * FROM {null_source}")
     kind = "TABLE" if materialize else "VIEW"
     con.execute(f"CREATE {kind} neuron_groups AS {_NEURON_GROUPS}")
+    con.execute(f"CREATE {kind} null_groups AS {_NULL_GROUPS}")
     con.execute(f"CREATE {kind} layer_groups AS {_LAYER_GROUPS}")
     con.execute(_shared_sql())
     _create_in_dependency_order(con, {q.name: q.sql for q in all_queries()})

@@ -6,7 +6,8 @@ Prints, for timm resnet50 at 224 px and batch 16 by default:
   script and to ``TIMED`` here to time it side by side as well),
 - peak memory ratio: peak RSS growth during detection / during the plain forward (goal <= 1.2),
 - live tensor peak ratio: the same from torch.profiler's allocation records (exact bytes of live
-  tensors, independent of the C allocator) as a cross-check.
+  tensors, independent of the C allocator) as a cross-check,
+- detect + null twin time against the plain forward (goal <= 2.4; :func:`null_twin_time`).
 
 Memory figures come from a fresh subprocess per mode, so peaks do not mix; timing runs both
 modes in one process, alternating, best of ``--repeats`` each, so a change in machine load hits
@@ -103,6 +104,58 @@ def growth(m: dict) -> float:
     return m["peak_mib"] - m["base_mib"]
 
 
+#: Detect + null twin against a plain forward pass (issue 9; goal <= 2.4x: the twin costs no more
+#: than the model). The trained model is timm's random init here too (timing does not depend on
+#: the weights); the twin is built, recalibrated and measured as ``pans detect`` does it
+#: (pipeline.null_twin.measure_null: timm's init under the fixed seed, BatchNorm statistics
+#: refitted on the probe, detection). Same process, modes interleaved, best of ``--repeats``.
+NULL_CHILD = r"""
+import json, sys, time
+import torch, timm
+from pipeline.detect import detect_pans
+from pipeline.null_twin import measure_null
+from pipeline.settings import DetectSettings
+from pipeline.sources import ModelRef
+name = sys.argv[1]
+batch, size, repeats = (int(v) for v in sys.argv[2:5])
+torch.manual_seed(0)
+model = timm.create_model(name, pretrained=False).eval()
+ref = ModelRef(f"timm:{name}", "timm", name)
+settings = DetectSettings(batch_size=batch, num_images=batch, device="cpu")
+x = torch.randn(batch, 3, size, size)
+def run(images, mode):
+    if mode == "forward":
+        with torch.no_grad():
+            model(images)
+    elif mode == "detect":
+        detect_pans(model, images, batch_size=batch, device="cpu")
+    else:
+        detect_pans(model, images, batch_size=batch, device="cpu")
+        measure_null(ref, images, settings)
+modes = ("forward", "detect", "detect+null")
+for m in modes:
+    run(x[:2], m)
+times = {m: [] for m in modes}
+for _ in range(repeats):
+    for m in modes:
+        t = time.perf_counter()
+        run(x, m)
+        times[m].append(time.perf_counter() - t)
+print(json.dumps({m: min(v) for m, v in times.items()}))
+"""
+
+
+def null_twin_time(args: argparse.Namespace) -> None:
+    """Print detect + null twin time against the plain forward pass (and detect alone, same run)."""
+    cmd = [sys.executable, "-c", NULL_CHILD, args.model, str(args.batch), str(args.size), str(args.repeats)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    t = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"null twin run: forward {t['forward']:.3f} s, detect {t['detect']:.3f} s, "
+          f"detect + null twin {t['detect+null']:.3f} s")
+    print(f"time ratio      {t['detect+null'] / t['forward']:.3f}   (detect + null twin / forward; goal <= 2.4)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50")
@@ -111,6 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler cross-check")
     parser.add_argument("--default-malloc", action="store_true", help="also measure RSS with glibc's default settings")
+    parser.add_argument("--no-null", action="store_true", help="skip the detect + null twin timing")
     args = parser.parse_args()
     fixed = {"MALLOC_MMAP_THRESHOLD_": "65536"}
     t = measure("time", ",".join(["forward", *TIMED]), args)
@@ -132,6 +186,8 @@ def main() -> None:
             f"live tensors    forward {fwd_p['live_peak_mib']:.1f} MiB, detect {det_p['live_peak_mib']:.1f} MiB, "
             f"ratio {ratio:.3f}   (torch.profiler)"
         )
+    if not args.no_null:
+        null_twin_time(args)
     if args.default_malloc:
         fwd_d, det_d = measure("rss", "forward", args), measure("rss", "detect", args)
         print(

@@ -12,7 +12,10 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.detect import detect_pans
+from pipeline.detect.core import resolve_device
 from pipeline.errors import PanSurveyError
+from pipeline.null_twin import measure_null as measure_null_twin
+from pipeline.null_twin import null_model_id, recalibrate
 from pipeline.probes import make_probe, probe_label
 from pipeline.schema import table_from_rows
 from pipeline.settings import DetectSettings
@@ -21,12 +24,29 @@ from pipeline.version import DETECTOR_VERSION, library_versions_json
 
 
 def detect_loaded(
-    loaded: LoadedModel, settings: DetectSettings, *, load_seconds: float = 0.0, run_id: str | None = None
+    loaded: LoadedModel,
+    settings: DetectSettings,
+    *,
+    load_seconds: float = 0.0,
+    run_id: str | None = None,
+    fetched: dict[str, Any] | None = None,
+    measure_null: bool = True,
 ) -> dict[str, pa.Table]:
-    """Detect PANs in an already loaded model; returns the neurons, layers and models tables."""
+    """Detect PANs in an already loaded model; returns the neurons, layers and models tables.
+
+    With ``settings.null`` a trained model also gets its null twin (:mod:`pipeline.null_twin`):
+    ``models.null_*`` columns and a ``null_neurons`` table. ``measure_null=False`` (a survey that
+    has measured or is measuring this architecture's twin elsewhere) names the twin only; the
+    survey driver fills in its counts. A ``--random-init`` model is a twin itself: its own
+    statistics are recalibrated on the probe first, and it gets no second twin.
+    """
     pp = loaded.preprocess.with_image_size(settings.image_size)
     images = make_probe(settings.probe, settings.num_images, pp, settings.seed)
     cfg_id = settings.config_id
+    extra: dict[str, Any] = {}
+    if not loaded.ref.pretrained:
+        how = recalibrate(loaded.model, images, batch_size=settings.batch_size, device=resolve_device(settings.device))
+        extra["recalibration"] = how.method
     result = detect_pans(
         loaded.model,
         images,
@@ -39,6 +59,14 @@ def detect_loaded(
     )
     s = result.summary
     _check_measured(loaded.model_id, s, images.shape)
+    tables: dict[str, pa.Table] = {}
+    if loaded.ref.pretrained and settings.null:
+        extra["null_model_id"] = null_model_id(loaded.ref, int(images.shape[2]), int(images.shape[3]))
+        if measure_null:
+            twin = measure_null_twin(loaded.ref, images, settings, fetched=fetched)
+            extra.update(null_pans=twin.pans, null_padded_neurons=twin.padded_neurons)
+            extra.update(null_recalibration=twin.recalibration.method, null_seconds=twin.seconds)
+            tables["null_neurons"] = twin.neurons
     row: dict[str, Any] = {
         **loaded.record(),
         "config_id": cfg_id,
@@ -55,8 +83,9 @@ def detect_loaded(
         "versions": library_versions_json(),
         "load_seconds": load_seconds,
         "created_at": dt.datetime.now(dt.UTC),
+        **extra,
     }
-    return {"neurons": result.neurons, "layers": result.layers, "models": table_from_rows("models", [row])}
+    return {**tables, "neurons": result.neurons, "layers": result.layers, "models": table_from_rows("models", [row])}
 
 
 def _check_measured(model_id: str, summary: dict[str, Any], shape: Any) -> None:
@@ -75,3 +104,12 @@ def run_model(ref: ModelRef | str, settings: DetectSettings, *, run_id: str | No
     started = time.perf_counter()
     loaded = load_model(ref)
     return detect_loaded(loaded, settings, load_seconds=time.perf_counter() - started, run_id=run_id)
+
+
+def with_null_counts(models: pa.Table, pans: int, padded: int, method: str | None) -> pa.Table:
+    """A ``models`` table with the null twin's counts filled in (a survey reuses one twin per architecture)."""
+    for name, value in (("null_pans", pans), ("null_padded_neurons", padded), ("null_recalibration", method)):
+        i = models.schema.get_field_index(name)
+        f = models.schema.field(i)
+        models = models.set_column(i, f, pa.array([value] * models.num_rows, f.type))
+    return models

@@ -132,6 +132,17 @@ MODELS = pa.schema(
         pa.field("versions", _str),  # JSON: library versions
         pa.field("load_seconds", _f32),
         pa.field("detect_seconds", _f32),
+        # The null twin (pipeline/null_twin.py): the same architecture untrained, recalibrated on the
+        # probe. Its neuron rows are in null_neurons under model_id = null_model_id. NULL: not measured
+        # (--no-null, a --random-init model, which is its own null, or a folder older than the twin).
+        pa.field("null_model_id", _str),
+        pa.field("null_pans", _i64),
+        pa.field("null_padded_neurons", _i64),
+        # How normalisation was refitted to the probe: of the twin (null_recalibration) and, for a
+        # --random-init model, of the model itself (recalibration): running_stats | lsuv | none.
+        pa.field("null_recalibration", _str),
+        pa.field("recalibration", _str),
+        pa.field("null_seconds", _f32),
         pa.field("top1", _f32),  # ImageNet top-1 from the model's metadata, when known
         pa.field("license", _str),
         pa.field("created_at", _ts),
@@ -216,6 +227,7 @@ IMPACT_BORDER = pa.schema(
 #: Every table of a results folder, by sub-folder name.
 TABLES: dict[str, pa.Schema] = {
     "neurons": NEURONS,
+    "null_neurons": NEURONS,  # the null twins' neurons (model_id = models.null_model_id)
     "layers": LAYERS,
     "models": MODELS,
     "failures": FAILURES,

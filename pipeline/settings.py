@@ -70,8 +70,16 @@ class DetectSettings(Settings):
     tau: float = DEFAULT_TAU
     reference: str = "replicate"  # reference padding for own_z: replicate | mean
     seed: int = 0
+    null: bool = True  # also measure the null twin (pipeline/null_twin.py); --no-null turns it off
 
     VERSION: ClassVar[tuple[str, str]] = ("detector_version", DETECTOR_VERSION)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that determine the stored numbers, with the detector version and how the null
+        twin (and a --random-init model, which is one) is built and recalibrated."""
+        from pipeline.null_twin import null_settings
+
+        return {**super().result_settings(), "null_twin": null_settings()}
 
     @property
     def config_id(self) -> str:

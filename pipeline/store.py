@@ -214,10 +214,15 @@ class ResultStore:
         """Write a model's detection tables, done-marker last; False (nothing written) when it is done.
 
         A done model is never written twice: not beside its own files, not beside compacted rows.
+        A ``null_neurons`` table (the null twin measured with it) goes first, under :func:`null_key`.
         """
         if self.is_done(key):
             return False
-        self._write_set(tables, key, MODEL_TABLES)
+        twin = tables.get("null_neurons")
+        if twin is not None:  # under the twin's own key, so every tag of the architecture finds it
+            row = tables["models"].to_pylist()[0]
+            self.write("null_neurons", null_key(row["null_model_id"], row["config_id"]), twin)
+        self._write_set({k: v for k, v in tables.items() if k != "null_neurons"}, key, MODEL_TABLES)
         return True
 
     def write_impact(self, tables: dict[str, pa.Table], key: str) -> None:
@@ -316,6 +321,14 @@ class ResultStore:
         }
         return self.write("failures", key, table_from_rows("failures", [row]))
 
+    def null_counts(self, null_model_id: str, cfg_id: str) -> tuple[int, int] | None:
+        """(PANs, padded neurons) of a null twin already in the folder, or None (resume reuses it)."""
+        path = self.path("null_neurons", null_key(null_model_id, cfg_id))
+        if not path.is_file():
+            return None
+        t = pq.read_table(path, columns=["is_pan"])
+        return sum(bool(v) for v in t.column("is_pan").to_pylist()), t.num_rows
+
     def read(self, table: str) -> pa.Table:
         """All rows of one table (small folders, tests and summaries; use DuckDB for analysis)."""
         files = sorted((self.root / table).glob("*.parquet"))
@@ -330,6 +343,11 @@ class ResultStore:
         models = self.read("models")
         models = models.filter(pc.equal(models["config_id"], cfg_id))
         return models.num_rows, int(pc.sum(models["pans"]).as_py() or 0)
+
+
+def null_key(null_model_id: str, cfg_id: str) -> str:
+    """File key of a null twin's rows in ``null_neurons`` (one per architecture, input size, config)."""
+    return file_key(null_model_id, cfg_id)
 
 
 def run_config(settings: Any, **parts: Any) -> dict[str, Any]:

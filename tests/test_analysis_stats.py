@@ -436,6 +436,8 @@ def test_every_named_query_is_tested():
         "pans_vs_accuracy",
         "pan_share_correlations",
         "failures_summary",
+        "pans_vs_null",  # tests/test_null_twin.py (on real detector output, with and without a null)
+        "null_gap",
     }
     assert {q.name for q in analysis.named_queries()} == tested
 

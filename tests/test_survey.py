@@ -59,7 +59,7 @@ def test_survey_writes_every_table_and_resumes(ray_local, tmp_path: Path) -> Non
         [
             "timm:resnet10t@random-init",
             "timm:mobilenetv3_small_050@random-init",
-            py("tiny_cnn"),
+            py("tiny_cnn") + "@random-init",
         ]
     )
     assert set(models["run_id"].to_pylist()) == {first.run_id}

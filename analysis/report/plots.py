@@ -59,7 +59,7 @@ def pan_share_bars(
     ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left")
     ax.grid(axis="y", visible=False)
-    top = max([v for v in values if v is not None and not math.isnan(v)] or [1.0])
+    top = max([v for v in values if v is not None and not math.isnan(v)] or [1.0]) or 1.0
     for yi, v in zip(y, values, strict=True):
         if v is not None:
             ax.text(v + top * 0.01, yi, f"{v:.2f}", va="center", fontsize=7, color="#333")

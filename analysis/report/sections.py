@@ -147,6 +147,49 @@ def per_model_section(ctx: ReportContext) -> Section:
     return Section("models", "PAN share per model", "\n".join(parts))
 
 
+def null_section(ctx: ReportContext) -> Section:
+    """PANs next to the null twin of each model (pipeline/null_twin.py) and the gap across models."""
+    t = _named(ctx, "pans_vs_null")
+    with_null = t.filter(pc.field("null_pans").is_valid())
+    if with_null.num_rows == 0:
+        note = (
+            "No null twins in this configuration (measured with --no-null, only --random-init models, which are "
+            "their own null, or a folder older than the null twin). Without one a PAN count cannot be told "
+            "apart from what the architecture does to any weights (docs/calibration.md)."
+        )
+        return Section("null", "PANs against the null", empty(note))
+    gap = _named(ctx, "null_gap").to_pylist()[0]
+    summary = (
+        f"<p>{gap['models_with_null']} of {gap['models']} models have a null twin: the same architecture freshly "
+        "initialised, its normalisation recalibrated on the same probe, measured with the same settings. "
+        f"In all: {_num(gap['pans'])} PANs against {_num(gap['null_pans'])} in the twins; median ratio "
+        f"{_num(gap['median_ratio'], '{:.1f}')}x max(null, 1); {gap['models_10x_null']} models at 10x or more, "
+        f"{gap['models_at_or_below_null']} at or below their null; median gap "
+        f"{_num(gap['median_gap_pct_points'], '{:.2f}')} percentage points of padded neurons.</p>"
+    )
+    ids = _col(with_null, "model_id")[: ctx.top_k * 2]
+    pans = [float(v or 0) for v in _col(with_null, "pan_pct_padded")[: ctx.top_k * 2]]
+    nulls = [float(v or 0) for v in _col(with_null, "null_pct_padded")[: ctx.top_k * 2]]
+    fig = figure_html(
+        plots.pan_share_bars(
+            [*ids, *(f"{model_label(i)} (null)" for i in ids)],
+            [*pans, *nulls],
+            title="PAN share, model and its null twin",
+            xlabel="PANs, % of padded neurons",
+            highlight=len(ids),
+        ),
+        alt="PAN share of each model and of its null twin",
+        caption="Orange: the model; blue: its null twin. All models: "
+        f"<code>pans query {esc(ctx.directory)} @pans_vs_null</code>.",
+    )
+    cols = ["model_id", "pans", "null_pans", "ratio_to_null", "pan_pct_padded", "null_pct_padded", "gap_pct_points"]
+    table = (
+        f"<details><summary>Table: models against their null (first {ctx.top_k * 2})</summary>"
+        f"{table_html(t.select(cols), max_rows=ctx.top_k * 2)}</details>"
+    )
+    return Section("null", "PANs against the null", summary + fig + table)
+
+
 def family_section(ctx: ReportContext) -> Section:
     per = _named(ctx, "pans_per_model")
     fam = _named(ctx, "pans_by_family")
@@ -413,6 +456,7 @@ def failures_section(ctx: ReportContext) -> Section:
 SECTIONS: list[SectionFn] = [
     overview_section,
     per_model_section,
+    null_section,
     family_section,
     depth_section,
     types_section,

@@ -59,6 +59,40 @@ SELECT m.model_id, m.config_id, coalesce(m.family, '(unknown)') AS family, m.pre
 FROM models m LEFT JOIN g USING (model_id, config_id)
 ORDER BY m.config_id, pan_pct_padded DESC NULLS LAST, m.model_id;
 
+-- name: pans_vs_null
+-- about: PANs per model next to its null twin (same architecture untrained, recalibrated on the probe): counts, %, ratio.
+WITH g AS (
+    SELECT model_id, config_id, sum(n)::BIGINT AS padded_neurons, count_where(is_pan, n) AS pans
+    FROM neuron_groups GROUP BY model_id, config_id
+)
+SELECT m.model_id, m.config_id, coalesce(m.family, '(unknown)') AS family, m.pretrained,
+       coalesce(g.pans, 0) AS pans,
+       pct(coalesce(g.pans, 0), g.padded_neurons) AS pan_pct_padded,
+       m.null_model_id,
+       n.null_pans,
+       pct(n.null_pans, n.null_padded_neurons) AS null_pct_padded,
+       CASE WHEN n.null_pans IS NOT NULL THEN coalesce(g.pans, 0) / greatest(n.null_pans, 1) END AS ratio_to_null,
+       pct(coalesce(g.pans, 0), g.padded_neurons) - pct(n.null_pans, n.null_padded_neurons) AS gap_pct_points
+FROM models m
+LEFT JOIN g USING (model_id, config_id)
+LEFT JOIN null_groups n ON n.null_model_id = m.null_model_id AND n.config_id = m.config_id
+ORDER BY m.config_id, ratio_to_null DESC NULLS LAST, m.model_id;
+
+-- name: null_gap
+-- about: The gap between PANs and the null across models with a null twin: how many clear 10x max(null, 1), medians.
+SELECT config_id,
+       count(*)::BIGINT AS models,
+       count(null_pans)::BIGINT AS models_with_null,
+       sum(pans) FILTER (WHERE null_pans IS NOT NULL)::BIGINT AS pans,
+       sum(null_pans)::BIGINT AS null_pans,
+       median(ratio_to_null) AS median_ratio,
+       count(*) FILTER (WHERE pans >= 10 * greatest(null_pans, 1))::BIGINT AS models_10x_null,
+       count(*) FILTER (WHERE pans <= null_pans)::BIGINT AS models_at_or_below_null,
+       median(gap_pct_points) AS median_gap_pct_points
+FROM pans_vs_null
+GROUP BY config_id
+ORDER BY config_id;
+
 -- name: pans_by_family
 -- about: PANs per architecture family (docs/analysis.md has the rule): pooled % and the spread of per-model %.
 SELECT config_id, family,

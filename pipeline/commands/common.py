@@ -40,7 +40,15 @@ def add_detect_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, default=d.seed, help="seed for probe crops and noise (default 0)")
     g.add_argument(
-        "--random-init", action="store_true", help="random weights instead of pretrained ones (labelled untrained)"
+        "--random-init",
+        action="store_true",
+        help="random weights instead of pretrained ones (labelled untrained; normalisation recalibrated on the probe)",
+    )
+    g.add_argument(
+        "--no-null",
+        dest="null",
+        action="store_false",
+        help="skip the null twin (the same architecture untrained, recalibrated on the probe; docs/calibration.md)",
     )
     g.add_argument(
         "--offline",

@@ -55,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
     label = "" if model["pretrained"] else "  [random init: untrained weights]"
     print(f"{ref.model_id}{label}")
     print(f"  conv neurons {model['conv_neurons']}, measured {padded}, PANs {pans} ({share} at tau {settings.tau})")
+    if model["null_pans"] is not None:
+        null, null_padded = model["null_pans"], model["null_padded_neurons"]
+        null_share = f"{100 * null / null_padded:.1f}%" if null_padded else "n/a"
+        ratio = f"{pans / max(null, 1):.1f}x max(null, 1)"
+        how = model["null_recalibration"] or "recalibrated"
+        print(f"  null twin (untrained, normalisation {how} on the probe): PANs {null} ({null_share}); {ratio}")
+    elif model["recalibration"]:
+        print(f"  untrained weights, normalisation recalibrated on the probe ({model['recalibration']}): a null itself")
     if model["skipped_neurons"]:
         h, w = model["image_h"], model["image_w"]
         print(

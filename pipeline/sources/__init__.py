@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "needs_download",
     "padding_summary",
+    "random_init_ref",
     "read_models_file",
     "register_source",
     "resolve_spec",
@@ -88,6 +89,11 @@ def needs_download(ref: ModelRef) -> bool:
     return SOURCES.get(ref.source)().downloads(ref)
 
 
+def random_init_ref(ref: ModelRef) -> ModelRef:
+    """The ``--random-init`` ref of ``ref``'s architecture (what its null twin is built from)."""
+    return SOURCES.get(ref.source)().random_init(ref)
+
+
 #: Seed of the random state models are built under (random-init weights are reproducible).
 INIT_SEED = 0
 
@@ -99,13 +105,21 @@ def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[
     weights are fetched (or found in the cache) first. Construction runs under a fixed seed
     (:data:`INIT_SEED`, without touching the caller's random state), so ``--random-init`` weights,
     and anything a ``py:`` factory draws at random, are the same in every run and on every node.
+    A random-init ref of a source without an init of its own (``py:``, ``local-dir:``) gets every
+    module's ``reset_parameters()`` after it is built.
     """
     import torch
 
+    from pipeline.null_twin import reset_all_parameters
+
     ref = _one(ref, random_init)
+    source = SOURCES.get(ref.source)()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
-        loaded = SOURCES.get(ref.source)().load(ref, fetched or None)
+        loaded = source.load(ref, fetched or None)
+        if not ref.pretrained and not source.own_init:
+            with torch.no_grad():
+                reset_all_parameters(loaded.model)
     loaded.model.eval()
     return loaded
 

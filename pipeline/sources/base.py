@@ -11,13 +11,16 @@ New sources subclass :class:`Source` and register once with ``@register_source("
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch.nn as nn
 
 from pipeline.registry import Registry
+
+#: Model-id suffix of untrained weights, so untrained results never mix with trained ones.
+RANDOM_SUFFIX = "@random-init"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,6 +140,23 @@ class Source:
 
     prefix: ClassVar[str]
     description: ClassVar[str] = ""
+    #: False for sources whose models come without an init of their own (``py:``, ``local-dir:``):
+    #: their ``--random-init`` model (and null twin) is the built model after every module's
+    #: ``reset_parameters()`` (:func:`pipeline.sources.load_model`).
+    own_init: ClassVar[bool] = True
+
+    def random_init(self, ref: ModelRef) -> ModelRef:
+        """The untrained variant of ``ref`` (same architecture, ``@random-init`` id). Sources whose
+        ``name`` carries a weight tag override this to drop it: one random-init model per architecture."""
+        if not ref.pretrained:
+            return ref
+        extra = dict(ref.extra)
+        if extra.get("former_ids"):
+            extra["former_ids"] = [i + RANDOM_SUFFIX for i in extra["former_ids"]]
+        return replace(ref, model_id=ref.model_id + RANDOM_SUFFIX, pretrained=False, extra=extra)
+
+    def maybe_random(self, ref: ModelRef, random_init: bool) -> ModelRef:
+        return self.random_init(ref) if random_init else ref
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         """Expand the part of a spec after ``prefix:`` into concrete refs (no weight download)."""

@@ -17,7 +17,6 @@ from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, regi
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-RANDOM_SUFFIX = "@random-init"
 
 
 @register_source("hf-hub")
@@ -28,8 +27,8 @@ class HfHubSource(Source):
         repo, revision = hub_download.split_repo_revision(name)
         if not _REPO.fullmatch(repo) or "--" in repo or ".." in repo:
             raise UnknownModelError(f"hf-hub:{name}: expected hf-hub:ORG/NAME[@REVISION]")
-        model_id = f"hf-hub:{name}" + (RANDOM_SUFFIX if random_init else "")
-        return [ModelRef(model_id=model_id, source="hf-hub", name=repo, pretrained=not random_init, revision=revision)]
+        ref = ModelRef(model_id=f"hf-hub:{name}", source="hf-hub", name=repo, revision=revision)
+        return [self.maybe_random(ref, random_init)]
 
     def _config(self, ref: ModelRef) -> tuple[dict[str, Any], hub_download.HubFile]:
         file = hub_download.fetch_file(ref.name, "config.json", ref.revision)

@@ -16,17 +16,17 @@ from pipeline.sources.timm_export import build_from_export, export_info, load_ex
 @register_source("local-dir")
 class LocalDirSource(Source):
     description = "a timm export folder with config.json and model.safetensors"
+    own_init = False
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise UnknownModelError(f"local-dir:{name}: no config.json in {path} (expected a timm export folder)")
         # Portable id (relative to the working directory); weights_sha256 tells the contents apart.
-        tail = "@random-init" if random_init else ""
-        model_id, former = f"local-dir:{portable_path(path)}{tail}", f"local-dir:{path.resolve()}{tail}"
+        model_id, former = f"local-dir:{portable_path(path)}", f"local-dir:{path.resolve()}"
         extra = {"former_ids": [former]} if former != model_id else {}
-        return [ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), pretrained=not random_init,
-                         extra=extra)]
+        ref = ModelRef(model_id=model_id, source="local-dir", name=str(path.resolve()), extra=extra)
+        return [self.maybe_random(ref, random_init)]
 
     def _label(self, ref: ModelRef) -> str:
         return f"local-dir:{ref.name}"

@@ -39,6 +39,7 @@ def _split(name: str) -> tuple[Path, str]:
 @register_source("py")
 class PyFileSource(Source):
     description = "a Python factory function, py:FILE.py:FUNCTION"
+    own_init = False
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         path, func = _split(name)
@@ -47,7 +48,8 @@ class PyFileSource(Source):
         # The id is portable (path relative to the working directory); the name loads it (absolute).
         model_id, former = f"py:{portable_path(path)}:{func}", f"py:{path.resolve()}:{func}"
         extra = {"former_ids": [former]} if former != model_id else {}
-        return [ModelRef(model_id=model_id, source="py", name=f"{path.resolve()}:{func}", extra=extra)]
+        ref = ModelRef(model_id=model_id, source="py", name=f"{path.resolve()}:{func}", extra=extra)
+        return [self.maybe_random(ref, random_init)]
 
     def build(self, ref: ModelRef) -> nn.Module:
         path, func_name = _split(ref.name)

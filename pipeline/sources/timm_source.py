@@ -16,9 +16,8 @@ import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import hub_download, urlfetch
-from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
+from pipeline.sources.base import RANDOM_SUFFIX, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 
-RANDOM_SUFFIX = "@random-init"
 _WILDCARD = set("*?[")
 
 
@@ -64,8 +63,8 @@ class TimmSource(Source):
         arch, tag = split_model_name_tag(name)
         if not timm.is_model(arch):
             raise UnknownModelError(f"unknown timm model {name!r}{_suggest(arch)}")
-        if random_init:
-            return [self._ref(name, True)]
+        if random_init:  # a tag named explicitly keeps its config (input size)
+            return [self.random_init(ModelRef(f"timm:{name}", "timm", name, extra={"keep_tag": True}))]
         cfg = _pretrained_cfg(name)
         if cfg is None or (tag and cfg.tag != tag):
             tags = ", ".join(n.split(".", 1)[1] for n in timm.list_models(arch, pretrained=True)) or "none"
@@ -74,10 +73,16 @@ class TimmSource(Source):
             raise UnknownModelError(f"timm model {name!r} has no pretrained weights; use --random-init")
         return [self._ref(f"{arch}.{cfg.tag}", False)]
 
-    @staticmethod
-    def _ref(name: str, random_init: bool) -> ModelRef:
-        model_id = f"timm:{name}{RANDOM_SUFFIX}" if random_init else f"timm:{name}"
-        return ModelRef(model_id=model_id, source="timm", name=name, pretrained=not random_init)
+    def _ref(self, name: str, random_init: bool) -> ModelRef:
+        return self.maybe_random(ModelRef(model_id=f"timm:{name}", source="timm", name=name), random_init)
+
+    def random_init(self, ref: ModelRef) -> ModelRef:
+        """Untrained weights do not depend on the tag: ``resnet50.a1_in1k`` -> ``timm:resnet50@random-init``,
+        except for a tag named explicitly with ``--random-init`` (its config, e.g. input size, is kept)."""
+        if not ref.pretrained:
+            return ref
+        name = ref.name if ref.extra.get("keep_tag") else ref.name.split(".", 1)[0]
+        return ModelRef(model_id=f"timm:{name}{RANDOM_SUFFIX}", source="timm", name=name, pretrained=False)
 
     def info(self, ref: ModelRef) -> ModelInfo:
         cfg = _pretrained_cfg(ref.name)

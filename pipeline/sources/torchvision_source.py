@@ -17,9 +17,7 @@ import torch.nn as nn
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import urlfetch
-from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
-
-RANDOM_SUFFIX = "@random-init"
+from pipeline.sources.base import RANDOM_SUFFIX, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
 
 
 def _models() -> list[str]:
@@ -85,11 +83,18 @@ class TorchvisionSource(Source):
         refs = []
         for a in archs:
             if random_init:
-                refs.append(ModelRef(f"torchvision:{a}{RANDOM_SUFFIX}", "torchvision", a, pretrained=False))
+                refs.append(self.random_init(ModelRef(f"torchvision:{a}", "torchvision", a)))
                 continue
             member = _weights(a, weights or None)
             refs.append(ModelRef(f"torchvision:{a}:{member.name}", "torchvision", f"{a}:{member.name}"))
         return refs
+
+    def random_init(self, ref: ModelRef) -> ModelRef:
+        """One untrained model per architecture: ``resnet50:IMAGENET1K_V2`` -> ``torchvision:resnet50@random-init``."""
+        if not ref.pretrained:
+            return ref
+        arch = ref.name.partition(":")[0]
+        return ModelRef(f"torchvision:{arch}{RANDOM_SUFFIX}", "torchvision", arch, pretrained=False)
 
     @staticmethod
     def _split(ref: ModelRef) -> tuple[str, Any]:

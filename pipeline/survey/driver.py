@@ -31,6 +31,7 @@ from pipeline.sources.base import former_ids
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.logs import SurveyLog
 from pipeline.survey.memory import oom_message
+from pipeline.survey.null_twins import NullTwins
 from pipeline.survey.progress import Progress, make_progress
 from pipeline.survey.records import Counts, ModelRecord, SurveyOptions, SurveySummary  # also importable from here
 
@@ -56,6 +57,8 @@ class _Job:
     details: str | None = None  # set when the log holds this model's full error text
     submitted: float = 0.0  # driver clock when the detect task was submitted
     target: str | None = None  # the node its fetch was sent to (see pipeline/survey/placement.py)
+    null_group: str | None = None  # models sharing a null twin (architecture, size); None: no twin
+    measure_null: bool = True
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -102,6 +105,8 @@ class Survey:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _fail(self, job: _Job, stage: str, error_type: str, message: str, node: str | None = None) -> None:
+        for ready in self.nulls.failed(job):  # another model of its architecture measures the twin
+            self._submit_detect(ready)
         self.store.write_failure(
             job.key,
             model_id=job.ref.model_id,
@@ -155,6 +160,9 @@ class Survey:
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
         )
+        self.nulls = NullTwins(self.settings)
+        for job in pending:
+            job.null_group = self.nulls.group(job.ref)
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
@@ -225,7 +233,8 @@ class Survey:
         from pipeline.survey.tasks import fetch_task
 
         if not needs_download(job.ref):  # random init, a local file: the detect task loads it itself
-            self._submit_detect(job)
+            for ready in self.nulls.dispatch(job):
+                self._submit_detect(ready)
             return
         in_flight = Counter(j.fetch_node or j.target for j in [*self.fetching.values(), *self.detecting.values()])
         job.target = self.placement.pick(in_flight)
@@ -251,7 +260,8 @@ class Survey:
             opts["scheduling_strategy"] = _affinity(job.fetch_node)
         job.started, job.submitted = None, time.monotonic()
         ref = detect_task.options(**opts).remote(
-            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact
+            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact,
+            job.measure_null,
         )
         self.detecting[ref] = job
 
@@ -274,7 +284,8 @@ class Survey:
         if out.error is not None:
             self._fail(job, "fetch", out.error.error_type, out.error.message, node=out.node_id)
             return
-        self._submit_detect(job)
+        for ready in self.nulls.dispatch(job):
+            self._submit_detect(ready)
 
     def _detected(self, ref: Any, job: _Job) -> None:
         import ray
@@ -292,6 +303,9 @@ class Survey:
             self._detail(job, type(exc).__name__, str(exc))
             self._fail(job, "detect", type(exc).__name__, one_line(exc, 2000, first_line_only=True))
             return
+        if out.error is None and not self.nulls.complete(job, out.tables, self.store):
+            self._submit_detect(job)  # its twin (another input size) was not measured: measure it now
+            return
         if out.error is not None:
             if out.error.oom:
                 self._oom(job, out.error.error_type, out.error.message, out.node_id)
@@ -305,6 +319,8 @@ class Survey:
         except Exception as exc:  # tables that do not fit the schema: a bug, but one model's bug
             self._fail(job, "write", type(exc).__name__, one_line(exc, 2000, first_line_only=True), node=out.node_id)
             return
+        for ready in self.nulls.measured(job):
+            self._submit_detect(ready)
         row = out.tables["models"].to_pylist()[0]
         done = {
             "attempts": job.attempt,

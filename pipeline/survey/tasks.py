@@ -133,6 +133,7 @@ def _detect(
     board: Any,
     fetched: dict[str, Any] | None = None,
     impact: Any = None,
+    measure_null: bool = True,
 ) -> DetectOutcome:
     # A fresh worker imports torch, timm and the detector first (seconds on a small machine):
     # that is start-up, not this model's time, so the clock starts after it.
@@ -159,7 +160,14 @@ def _detect(
         stage = "detect"
         device = pick_device(settings.device)
         cap_gpu_memory(device)  # a fractional GPU share is a memory limit too
-        tables = detect_loaded(loaded, settings.updated(device=device), load_seconds=load_seconds, run_id=run_id)
+        tables = detect_loaded(
+            loaded,
+            settings.updated(device=device),
+            load_seconds=load_seconds,
+            run_id=run_id,
+            fetched=fetched or None,
+            measure_null=measure_null,
+        )
         outcome = DetectOutcome(key, node_id(), device, time.perf_counter() - started, tables=tables)
         if impact is not None:
             try:

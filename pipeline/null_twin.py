@@ -1,0 +1,270 @@
+"""The null twin: a model's architecture with untrained weights, run in the regime the model runs in.
+
+A PAN count means something only next to what the same architecture shows without training.
+A fresh network in eval mode is not that null: its normalisation layers hold the statistics they
+were constructed with (mean 0, variance 1) for activations that never had them, so its maps are
+far from normalised and the z-scores of some layers blow up (tf_efficientnet_lite0: 170 "PANs"
+fresh, 0 once its BatchNorm statistics are recalibrated; docs/calibration.md). So the twin is
+
+1. **built** with the source's own initialisation under a fixed seed, exactly as ``--random-init``
+   builds the model (:func:`pipeline.sources.load_model` on :func:`twin_ref`); sources without an
+   init of their own (``py:``, ``local-dir:``) call every module's ``reset_parameters()``;
+2. **recalibrated** on the same probe the model is measured on: every running-statistics norm
+   (BatchNorm and any module with ``running_mean``/``running_var`` and a ``momentum``) gets the
+   cumulative average over train-mode passes of the probe, then eval. A network without such norms
+   is rescaled instead, LSUV-style: each convolution's and linear layer's weight (and bias) is
+   divided by the standard deviation of its output on the probe, in forward order in one pass, so
+   every layer's output has unit variance;
+3. **checked**: :func:`activation_ratio` compares the twin's activation scale at the inputs of the
+   padded convolutions with the trained model's (the tests assert it is near 1 after recalibration
+   and far from it before, on the shared models).
+
+``measure_null`` does all of it and runs the detector on the twin, for ``pans detect`` and each
+survey task alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+#: How a twin's statistics are fitted to the probe; stored with the run's settings (provenance).
+RECALIBRATION = "running-stats: cumulative average over train-mode passes of the probe; else LSUV unit variance"
+#: Bumped when the twin's construction or recalibration changes the numbers.
+NULL_VERSION = "1"
+
+
+def null_settings() -> dict[str, Any]:
+    """The twin's settings as they go into a run's stored config (and its config id)."""
+    from pipeline.sources import INIT_SEED
+
+    return {"seed": INIT_SEED, "recalibration": RECALIBRATION, "version": NULL_VERSION}
+
+
+# -- 1. build ---------------------------------------------------------------------------------
+
+
+def twin_ref(ref: Any) -> Any:
+    """The ``--random-init`` ref of the same architecture (the ref itself when it already is one)."""
+    from pipeline.sources import random_init_ref
+
+    return ref if not ref.pretrained else random_init_ref(ref)
+
+
+def reset_all_parameters(model: nn.Module) -> nn.Module:
+    """PyTorch's default init on every module that has one (for sources without an init of their own)."""
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+    return model
+
+
+def build_twin(ref: Any, fetched: dict[str, Any] | None = None) -> Any:
+    """Load the twin of ``ref`` (a :class:`LoadedModel`), built as ``--random-init`` builds it."""
+    from pipeline.sources import load_model
+
+    return load_model(twin_ref(ref), fetched=fetched or None)
+
+
+# -- 2. recalibrate ---------------------------------------------------------------------------
+
+
+def running_stat_norms(model: nn.Module) -> list[nn.Module]:
+    """Modules that normalise with stored running statistics updated by train-mode passes."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "running_var", None), torch.Tensor) and hasattr(m, "momentum")
+    ]
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    method: str  # running_stats | lsuv | none
+    modules: int  # norms recalibrated, or layers rescaled
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16, device: Any = "cpu") -> Recalibration:
+    """Fit the twin's normalisation to ``images`` (the probe); the model is left in eval mode on ``device``."""
+    model.eval().to(device)
+    norms = running_stat_norms(model)
+    if norms:
+        return _running_stats(model, norms, images, batch_size, device)
+    return _lsuv(model, images, batch_size, device)
+
+
+def _running_stats(
+    model: nn.Module, norms: list[nn.Module], images: torch.Tensor, batch_size: int, device: Any
+) -> Recalibration:
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        if hasattr(m, "reset_running_stats"):
+            m.reset_running_stats()
+        m.train()  # only the norms: dropout and drop-path stay off
+    try:
+        for i, start in enumerate(range(0, images.shape[0], batch_size)):
+            # Momentum 1/(i+1) makes ``running = (1-m) running + m batch`` the cumulative average
+            # for any running-stat module (torch's momentum=None does the same, for BatchNorm only).
+            for m in norms:
+                m.momentum = 1.0 / (i + 1)
+            model(images[start : start + batch_size].to(device))
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
+    return Recalibration("running_stats", len(norms))
+
+
+def _lsuv(model: nn.Module, images: torch.Tensor, batch_size: int, device: Any) -> Recalibration:
+    """One forward pass that rescales each conv/linear layer to unit output variance as it is reached."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)]
+    seen: set[int] = set()
+
+    def rescale(module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if id(module) in seen or not isinstance(output, torch.Tensor):
+            return None
+        seen.add(id(module))
+        std = float(output.float().std())
+        if not math.isfinite(std) or std <= 1e-8:
+            return None
+        module.weight.div_(std)
+        if getattr(module, "bias", None) is not None:
+            module.bias.div_(std)
+        return output / std
+
+    hooks = [m.register_forward_hook(rescale) for m in layers]
+    try:
+        model(images[:batch_size].to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return Recalibration("lsuv" if seen else "none", len(seen))
+
+
+def probe_statistics(model: nn.Module, images: torch.Tensor, batch_size: int) -> Recalibration | None:
+    """The one-pass shortcut of :func:`recalibrate`, when the probe is one batch and every
+    running-statistics norm is a torch BatchNorm: drop the stored statistics, so that in eval mode
+    each BatchNorm normalises with the statistics of the probe itself, which is what recalibration
+    would store (up to the unbiased n/(n-1) variance factor, n = images x positions). The twin's
+    detection pass is then its recalibration pass too; the twin is for measuring only. None: not
+    applicable (several batches, other kinds of norm, or none), use :func:`recalibrate`.
+    """
+    norms = running_stat_norms(model)
+    if images.shape[0] > batch_size or not norms:
+        return None
+    if not all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in norms):
+        return None
+    for m in norms:
+        m.running_mean = None
+        m.running_var = None
+    return Recalibration("running_stats", len(norms))
+
+
+# -- 3. check the regime ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def conv_input_scales(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> dict[str, float]:
+    """Standard deviation of each padded 2-d convolution's input on ``images`` (first call per layer)."""
+    scales: dict[str, float] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and (any(p for p in _pads(m)) or m.__class__.__name__.endswith("Same")):
+
+            def hook(module: nn.Module, inputs: Any, _out: Any, name: str = name) -> None:
+                if name not in scales and inputs and isinstance(inputs[0], torch.Tensor):
+                    scales[name] = float(inputs[0].float().std())
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        model.eval()
+        model(images[:batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+    return scales
+
+
+def _pads(conv: nn.Conv2d) -> tuple[int, ...]:
+    p = conv.padding
+    return (0,) if isinstance(p, str) else tuple(p)
+
+
+def activation_ratio(trained: nn.Module, twin: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> float:
+    """Median over padded convolutions of |log10(twin input std / trained input std)|.
+
+    0 means the twin's activations have the trained model's scale layer by layer; 1 means a factor
+    of ten off. A null in the right regime is well under 0.5 (tests/test_null_twin.py).
+    """
+    a = conv_input_scales(trained, images, batch_size=batch_size)
+    b = conv_input_scales(twin, images, batch_size=batch_size)
+    logs = sorted(
+        abs(math.log10(b[k] / a[k])) for k in a if k in b and a[k] > 0 and b[k] > 0 and math.isfinite(b[k])
+    )
+    if not logs:
+        return float("nan")
+    return logs[len(logs) // 2]
+
+
+# -- together ---------------------------------------------------------------------------------
+
+
+@dataclass
+class NullTwin:
+    """The twin's detection (its neuron rows are stored as ``null_neurons``) and how it was made."""
+
+    model_id: str  # e.g. timm:resnet50@random-init@224x224: architecture and input size
+    neurons: Any  # pyarrow Table, NEURONS schema, model_id = the twin's id
+    pans: int
+    padded_neurons: int
+    recalibration: Recalibration
+    seconds: float
+
+
+def null_model_id(ref: Any, image_h: int, image_w: int) -> str:
+    """The twin's id: what it depends on (architecture via the random-init ref, and input size)."""
+    return f"{twin_ref(ref).model_id}@{image_h}x{image_w}"
+
+
+def measure_null(
+    ref: Any,
+    images: torch.Tensor,
+    settings: Any,
+    *,
+    fetched: dict[str, Any] | None = None,
+    twin: nn.Module | None = None,
+) -> NullTwin:
+    """Build (unless ``twin`` is given), recalibrate and measure the null twin of ``ref`` on ``images``."""
+    import time
+
+    from pipeline.detect import detect_pans
+    from pipeline.detect.core import resolve_device
+
+    started = time.perf_counter()
+    if twin is None:
+        twin = build_twin(ref, fetched).model
+    device = resolve_device(settings.device)
+    how = probe_statistics(twin, images, settings.batch_size) or recalibrate(
+        twin, images, batch_size=settings.batch_size, device=device
+    )
+    nid = null_model_id(ref, int(images.shape[2]), int(images.shape[3]))
+    result = detect_pans(
+        twin,
+        images,
+        tau=settings.tau,
+        batch_size=settings.batch_size,
+        device=device,
+        model_id=nid,
+        config_id=settings.config_id,
+        reference=settings.reference,
+    )
+    s = result.summary
+    return NullTwin(nid, result.neurons, int(s["pans"]), int(s["padded_neurons"]), how, time.perf_counter() - started)

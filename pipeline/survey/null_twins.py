@@ -1,0 +1,98 @@
+"""Null twins in a survey: each measured once per (architecture, input size, config), reused by every tag."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from pipeline.settings import DetectSettings
+from pipeline.sources import ModelRef
+from pipeline.store import ResultStore
+
+if TYPE_CHECKING:
+    from pipeline.survey.driver import _Job
+
+
+class NullTwins:
+    """Measure each null twin once per (architecture, input size, config) and reuse it for every tag.
+
+    The first model of a group to reach detection measures the twin; the others of its group wait
+    (fetched, holding no slot) and then run without it, the driver filling in the twin's counts. If
+    that model fails, the next one measures the twin. A folder that already holds the twin's rows
+    (a resumed survey) gives its counts too.
+    """
+
+    def __init__(self, settings: DetectSettings) -> None:
+        self.settings = settings
+        self.known: dict[str, tuple[int, int, str | None]] = {}  # null_model_id -> pans, padded, method
+        self.done_groups: set[str] = set()
+        self.busy: dict[str, _Job] = {}
+        self.parked: dict[str, deque[_Job]] = {}
+
+    def group(self, ref: ModelRef) -> str | None:
+        if not (self.settings.null and ref.pretrained):
+            return None
+        from pipeline.sources import random_init_ref
+
+        try:
+            return f"{random_init_ref(ref).model_id}|{self.settings.image_size}"
+        except Exception:  # a source that cannot name its twin: each model measures its own
+            return ref.model_id
+
+    def dispatch(self, job: _Job) -> list[_Job]:
+        """Jobs to submit now for a fetched ``job`` (it, or nothing while its group's twin is measured)."""
+        g = job.null_group
+        if g is None:
+            return [job]
+        if g in self.done_groups:
+            job.measure_null = False
+            return [job]
+        if g in self.busy and self.busy[g] is not job:
+            self.parked.setdefault(g, deque()).append(job)
+            return []
+        self.busy[g], job.measure_null = job, True
+        return [job]
+
+    def measured(self, job: _Job) -> list[_Job]:
+        """``job`` is written: when it measured its group's twin, release the models that waited."""
+        g = job.null_group
+        if g is None or self.busy.get(g) is not job:
+            return []
+        del self.busy[g]
+        self.done_groups.add(g)
+        waiting = list(self.parked.pop(g, ()))
+        for other in waiting:
+            other.measure_null = False
+        return waiting
+
+    def failed(self, job: _Job) -> list[_Job]:
+        """``job`` failed: if it was measuring its group's twin, hand that to the next waiting model."""
+        g = job.null_group
+        if g is None or self.busy.get(g) is not job:
+            return []
+        del self.busy[g]
+        waiting = self.parked.get(g)
+        return self.dispatch(waiting.popleft()) if waiting else []
+
+    def complete(self, job: _Job, tables: dict[str, Any] | None, store: ResultStore) -> bool:
+        """Record or fill in the twin's counts in a finished job's tables; False: the twin is unknown."""
+        if tables is None or job.null_group is None:
+            return True
+        row = tables["models"].to_pylist()[0]
+        nid = row.get("null_model_id")
+        if nid is None:
+            return True
+        if job.measure_null:
+            self.known[nid] = (row["null_pans"], row["null_padded_neurons"], row["null_recalibration"])
+            return True
+        counts = self.known.get(nid)
+        if counts is None:
+            found = store.null_counts(nid, self.settings.config_id)
+            counts = (*found, None) if found is not None else None
+        if counts is None:
+            job.measure_null = True
+            return False
+        from pipeline.runner import with_null_counts
+
+        tables["models"] = with_null_counts(tables["models"], *counts)
+        return True

@@ -1,0 +1,273 @@
+"""The null twin (pipeline/null_twin.py): built as --random-init builds it, recalibrated on the probe,
+running in the trained model's regime, stored beside the model, and reused per architecture."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn as nn
+
+from pipeline.cli import main
+from pipeline.detect import detect_pans
+from pipeline.null_twin import activation_ratio, build_twin, recalibrate
+from pipeline.probes import make_probe
+from pipeline.settings import DetectSettings
+from pipeline.sources import load_model, resolve_spec
+from pipeline.store import ResultStore
+
+FACTORIES = Path(__file__).with_name("survey_factories.py").resolve()
+LITE0 = "tf_efficientnet_lite0.in1k"
+
+
+def models_row(out: Path) -> dict:
+    rows = ResultStore(out).read("models").to_pylist()
+    assert len(rows) == 1
+    return rows[0]
+
+
+# -- recalibration ----------------------------------------------------------------------------
+
+
+def test_running_stats_become_the_probe_average_over_all_batches() -> None:
+    # A cumulative average, not an exponential one: an EMA with torch's default momentum 0.1
+    # would leave the statistics near their constructed values (mean 0, var 1).
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)).eval()
+    images = torch.randn(6, 3, 8, 8) * 3 + 5
+    how = recalibrate(net, images, batch_size=2)
+    with torch.no_grad():
+        pre = net[0](images)
+    assert how.method == "running_stats" and how.modules == 1
+    assert torch.allclose(net[1].running_mean, pre.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    # per-batch unbiased variances averaged: close to the pooled variance for equal batch sizes
+    assert torch.allclose(net[1].running_var, pre.var(dim=(0, 2, 3)), rtol=0.1)
+    assert not net.training and not net[1].training and net[1].momentum == 0.1  # eval, momentum restored
+
+
+def test_nets_without_running_stats_are_rescaled_to_unit_variance() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(40)  # far from unit scale, as an untuned init can be
+    images = torch.randn(4, 3, 16, 16)
+    how = recalibrate(net, images)
+    assert how.method == "lsuv" and how.modules == 2
+    with torch.no_grad():
+        first = net[0](images)
+        second = net(images)
+    assert first.std().item() == pytest.approx(1.0, rel=1e-3)
+    assert second.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+# -- sources: one random-init rule ----------------------------------------------------------
+
+
+def test_py_factories_honour_random_init_with_reset_parameters() -> None:
+    spec = f"py:{FACTORIES}:tiny_cnn"
+    (trained_ref,) = resolve_spec(spec)
+    (random_ref,) = resolve_spec(spec, random_init=True)
+    assert random_ref.model_id == trained_ref.model_id + "@random-init" and not random_ref.pretrained
+    trained = load_model(trained_ref).model.state_dict()
+    fresh = load_model(random_ref).model.state_dict()
+    again = load_model(random_ref).model.state_dict()
+    assert any(not torch.equal(trained[k], fresh[k]) for k in trained)  # reset_parameters ran
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)  # under the fixed seed
+
+
+def test_timm_tags_share_one_twin_per_architecture() -> None:
+    from pipeline.sources import ModelRef, random_init_ref
+
+    a = random_init_ref(ModelRef("timm:resnet50.a1_in1k", "timm", "resnet50.a1_in1k"))
+    b = random_init_ref(ModelRef("timm:resnet50.tv_in1k", "timm", "resnet50.tv_in1k"))
+    assert a == b and a.model_id == "timm:resnet50@random-init" and not a.pretrained
+
+
+# -- the regime check and the done-when on the shared Lite0 ---------------------------------
+
+
+@pytest.mark.shared_models
+@pytest.mark.slow
+def test_recalibrated_twin_runs_in_the_trained_regime_and_the_constructed_one_does_not(shared_models) -> None:
+    lite = load_model(f"local-dir:{shared_models / LITE0}")
+    images = make_probe("photos", 8, lite.preprocess)
+    twin = build_twin(lite.ref).model
+    before = activation_ratio(lite.model, twin, images, batch_size=8)
+    recalibrate(twin, images, batch_size=8)
+    after = activation_ratio(lite.model, twin, images, batch_size=8)
+    # Median |log10| of the std ratio at the padded convs' inputs: measured ~4.9 before (activations
+    # 10^4-10^5 times the trained ones), ~0.2 after.
+    assert before > 1.0
+    assert after < 0.5
+
+
+@pytest.mark.shared_models
+@pytest.mark.slow
+def test_lite0_has_ten_times_the_pans_of_its_recalibrated_null_through_the_cli(lite0_cache, tmp_path, capsys) -> None:
+    out = tmp_path / "res"
+    assert main(["detect", f"hf-hub:timm/{LITE0}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    row = models_row(out)
+    pans, null = row["pans"], row["null_pans"]
+    assert row["null_model_id"] == f"hf-hub:timm/{LITE0}@random-init@224x224"
+    assert row["null_recalibration"] == "running_stats" and row["null_padded_neurons"] == row["padded_neurons"]
+    assert pans >= 10 * max(null, 1), (pans, null)
+    assert "null twin" in printed
+    twin_rows = pq.read_table(next((out / "null_neurons").glob("*.parquet")))
+    assert twin_rows.num_rows == row["null_padded_neurons"]
+    assert set(twin_rows.column("model_id").to_pylist()) == {row["null_model_id"]}
+    assert sum(twin_rows.column("is_pan").to_pylist()) == null
+    config = json.loads(ResultStore(out).read("runs").to_pylist()[0]["config_json"])
+    assert config["result_settings"]["null_twin"]["seed"] == 0
+    assert "cumulative" in config["result_settings"]["null_twin"]["recalibration"]
+
+    # The same twin without recalibration (the old null: constructed BatchNorm statistics) would
+    # pass for "as many PANs as the trained model": the recalibration is what separates them.
+    (ref,) = resolve_spec(f"hf-hub:timm/{LITE0}")
+    constructed = build_twin(ref).model
+    images = make_probe("photos", 16, load_model(ref).preprocess)
+    old_null = detect_pans(constructed, images, device="cpu").summary["pans"]
+    assert pans < 10 * max(old_null, 1), (pans, old_null)
+
+
+# -- the CLI: random-init is its own null; --no-null; an export twin equals --random-init -----
+
+
+def test_a_random_init_model_is_its_own_recalibrated_null(tiny_timm_export, tmp_path) -> None:
+    folder = tiny_timm_export("test_resnet", seed=3)
+    common = ["--num-images", "4", "--image-size", "64", "--device", "cpu"]
+    trained, fresh = tmp_path / "trained", tmp_path / "fresh"
+    assert main(["detect", f"local-dir:{folder}", "--out", str(trained), *common]) == 0
+    assert main(["detect", f"local-dir:{folder}", "--random-init", "--out", str(fresh), *common]) == 0
+    t, f = models_row(trained), models_row(fresh)
+    assert f["recalibration"] == "running_stats" and f["null_model_id"] is None and f["null_pans"] is None
+    assert not (fresh / "null_neurons").exists() or not any((fresh / "null_neurons").glob("*.parquet"))
+    # The twin of the trained export is exactly the --random-init model, measured the same way.
+    assert t["null_model_id"] == f"{f['model_id']}@64x64"
+    assert (t["null_pans"], t["null_padded_neurons"]) == (f["pans"], f["padded_neurons"])
+    twin = pq.read_table(next((trained / "null_neurons").glob("*.parquet")))
+    mine = ResultStore(fresh).read("neurons")
+    # The twin normalises with the probe's statistics in its detection pass (one batch); the model,
+    # which impact experiments may run afterwards, stores them (unbiased variance: n/(n-1) on maps of
+    # n = images x positions, 16 on this net's last 2x2 stage): equal to a few percent.
+    a, b = twin.column("max_abs_own_z").to_pylist(), mine.column("max_abs_own_z").to_pylist()
+    assert len(a) == len(b) and all((x is None and y is None) or x == pytest.approx(y, rel=0.05, abs=1e-2)
+                                    for x, y in zip(a, b, strict=True))
+
+
+def test_no_null_leaves_the_columns_null(tmp_path) -> None:
+    out = tmp_path / "res"
+    argv = ["detect", f"py:{FACTORIES}:tiny_cnn", "--out", str(out), "--num-images", "2", "--no-null"]
+    assert main(argv) == 0
+    row = models_row(out)
+    assert row["null_model_id"] is None and row["null_pans"] is None
+    assert DetectSettings(null=False).config_id != DetectSettings().config_id
+
+
+# -- the survey: one twin per architecture ---------------------------------------------------
+
+
+class _Job:
+    def __init__(self, name: str, group: str | None) -> None:
+        self.name, self.null_group, self.measure_null = name, group, True
+
+
+def test_survey_measures_each_twin_once_and_hands_it_on_after_a_failure() -> None:
+    from pipeline.survey.driver import NullTwins
+
+    nulls = NullTwins(DetectSettings())
+    a1, a2, a3, b1 = _Job("a1", "A"), _Job("a2", "A"), _Job("a3", "A"), _Job("b1", "B")
+    assert nulls.dispatch(a1) == [a1] and a1.measure_null
+    assert nulls.dispatch(a2) == [] and nulls.dispatch(a3) == []  # wait for A's twin
+    assert nulls.dispatch(b1) == [b1] and b1.measure_null  # another architecture runs at once
+    handed = nulls.failed(a1)  # the measuring model failed: the next one measures the twin
+    assert handed == [a2] and a2.measure_null
+    released = nulls.measured(a2)
+    assert released == [a3] and not a3.measure_null
+    late = _Job("a4", "A")
+    assert nulls.dispatch(late) == [late] and not late.measure_null
+    assert nulls.parked == {"A": deque()} or not nulls.parked.get("A")
+
+
+@pytest.mark.ray
+def test_survey_writes_the_twin_and_fills_its_counts(ray_local, tmp_path) -> None:
+    from pipeline.survey import SurveyOptions, run_survey
+
+    out = tmp_path / "res"
+    settings = DetectSettings(num_images=2, image_size=32, device="cpu")
+    specs = [f"py:{FACTORIES}:tiny_cnn", "resnet10t"]
+    summary = run_survey(specs[:1], out, settings, SurveyOptions(progress="off"))
+    assert summary.done == 1
+    row = models_row(out)
+    assert row["null_model_id"] == f"py:{FACTORIES}:tiny_cnn@random-init@32x32"
+    twin = pq.read_table(next((out / "null_neurons").glob("*.parquet")))
+    assert (row["null_pans"], row["null_padded_neurons"]) == (sum(twin.column("is_pan").to_pylist()), twin.num_rows)
+    assert ResultStore(out).null_counts(row["null_model_id"], row["config_id"]) == (
+        row["null_pans"],
+        row["null_padded_neurons"],
+    )
+
+
+# -- reading: PANs next to the null; old folders ------------------------------------------------
+
+
+def test_stats_report_and_query_show_the_null_and_read_old_folders(tmp_path, capsys) -> None:
+    import pyarrow.compute as pc
+
+    from analysis.connection import open_results
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    argv = ["--num-images", "2", "--image-size", "32", "--device", "cpu"]
+    assert main(["detect", f"py:{FACTORIES}:tiny_cnn", "--out", str(new), *argv]) == 0
+    con = open_results(new)
+    (row,) = con.execute("SELECT pans, null_pans, ratio_to_null FROM pans_vs_null").fetchall()
+    stored = models_row(new)
+    assert row[:2] == (stored["pans"], stored["null_pans"])
+    assert row[2] == pytest.approx(stored["pans"] / max(stored["null_pans"], 1))
+    # Under --tau the twin is re-classified by the same rule as the model (tau 1e-3: every live neuron).
+    low = open_results(new, tau=1e-3)
+    (n,) = low.execute("SELECT null_pans FROM pans_vs_null").fetchall()[0]
+    assert n > stored["null_pans"]
+
+    # An older folder: models without the null columns, no null_neurons table.
+    assert main(["detect", f"py:{FACTORIES}:tiny_cnn", "--out", str(old), *argv]) == 0
+    models_file = next((old / "models").glob("*.parquet"))
+    t = pq.read_table(models_file)
+    pq.write_table(t.drop_columns([c for c in t.column_names if "null" in c or c == "recalibration"]), models_file)
+    for f in (old / "null_neurons").glob("*.parquet"):
+        f.unlink()
+    (old / "null_neurons").rmdir()
+    capsys.readouterr()
+    assert main(["stats", str(old)]) == 0
+    assert "pans_vs_null" in capsys.readouterr().out
+    assert main(["report", str(old), "--out", str(tmp_path / "r.html")]) == 0
+    assert "No null twins" in (tmp_path / "r.html").read_text()
+    gap = open_results(old).execute("SELECT models, models_with_null FROM null_gap").fetchall()
+    assert gap == [(1, 0)]
+    assert pc.sum(ResultStore(old).read("models")["pans"]).as_py() == stored["pans"]
+
+
+def test_the_one_pass_shortcut_measures_what_recalibration_does() -> None:
+    # measure_null skips the separate recalibration pass when the probe is one batch; the numbers
+    # must be those of the recalibrated twin (a shortcut that kept the constructed statistics would not be).
+    from pipeline.null_twin import measure_null
+    from pipeline.sources import ModelRef, Preprocess
+
+    ref = ModelRef("timm:test_resnet.r160_in1k", "timm", "test_resnet.r160_in1k")  # its twin needs no weights
+    images = make_probe("photos", 4, Preprocess().with_image_size(64))
+    settings = DetectSettings(num_images=4, image_size=64, batch_size=4, device="cpu")
+    fast = measure_null(ref, images, settings)
+    twin = build_twin(ref).model
+    recalibrate(twin, images, batch_size=4)
+    slow = detect_pans(twin, images, device="cpu", model_id=fast.model_id, config_id=settings.config_id)
+    a = fast.neurons.column("max_abs_own_z").to_pylist()
+    b = slow.neurons.column("max_abs_own_z").to_pylist()
+    assert len(a) == len(b) > 0
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True) if x is not None) < 1e-2 * max(1.0, max(map(abs, b)))
+    assert fast.pans == slow.summary["pans"]
+    constructed = detect_pans(build_twin(ref).model, images, device="cpu").neurons.column("max_abs_own_z").to_pylist()
+    assert max(abs(x - y) for x, y in zip(constructed, b, strict=True) if x is not None) > 0.1
