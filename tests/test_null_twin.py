@@ -203,7 +203,9 @@ def test_survey_writes_the_twin_and_fills_its_counts(ray_local, tmp_path) -> Non
     summary = run_survey(specs[:1], out, settings, SurveyOptions(progress="off"))
     assert summary.done == 1
     row = models_row(out)
-    assert row["null_model_id"] == f"py:{FACTORIES}:tiny_cnn@random-init@32x32"
+    from pipeline.sources.base import portable_path
+
+    assert row["null_model_id"] == f"py:{portable_path(FACTORIES)}:tiny_cnn@random-init@32x32"
     twin = pq.read_table(next((out / "null_neurons").glob("*.parquet")))
     assert (row["null_pans"], row["null_padded_neurons"]) == (sum(twin.column("is_pan").to_pylist()), twin.num_rows)
     assert ResultStore(out).null_counts(row["null_model_id"], row["config_id"]) == (

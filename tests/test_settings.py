@@ -14,16 +14,18 @@ from pipeline.version import DETECTOR_VERSION
 
 
 def test_ids_are_those_of_folders_written_before_settings_were_shared() -> None:
-    # Pinned from the code before the settings shared one base: a changed hash (key order, a
-    # renamed field, the version key) would make every old folder recompute every model.
-    assert DetectSettings().config_id == "cad71d9ee3a9"
+    # Pinned: a changed hash (key order, a renamed field, the version key) would make every old
+    # folder recompute every model. Impact ids are those from before the settings shared one base;
+    # detection ids changed knowingly with detector 1.2 (one side per side) and the null twin's
+    # settings (the same ids were computed on the null-twin branch before the merge).
+    assert DetectSettings().config_id == "79fc1aee033d"
     assert ImpactSettings().impact_id == "07c635000531"
-    assert run_config_id(DetectSettings(), ImpactSettings()) == "1493910b5c8e"
-    assert run_config_id(DetectSettings(), None) == "cad71d9ee3a9"
+    assert run_config_id(DetectSettings(), ImpactSettings()) == "4d4133ff2ab9"
+    assert run_config_id(DetectSettings(), None) == "79fc1aee033d"
     d = DetectSettings(probe="noise", num_images=8, image_size=64, tau=2.5, reference="mean", seed=3,
                        batch_size=4, device="cpu")
     i = ImpactSettings(max_images=16, seed=2, controls=3, padding_modes=("reflect",), batch_size=8)
-    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("0bbcebe51fc3", "8091f7a15ab5", "2f113305597b")
+    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("5ac01a02f2fe", "8091f7a15ab5", "67e6dd403ba5")
     # speed knobs are not part of the ids
     assert DetectSettings(batch_size=1, device="cpu").config_id == DetectSettings().config_id
 
@@ -68,8 +70,11 @@ def test_updated_ignores_unknown_names_and_none() -> None:
     s = DetectSettings(tau=2.0)
     assert s.updated(tau=None, seed=4, nonsense=1) == DetectSettings(tau=2.0, seed=4)
     assert DetectSettings(**s.to_dict()) == s
+    from pipeline.null_twin import null_settings
+
     assert s.result_settings() == {"probe": "photos", "num_images": 16, "image_size": None, "tau": 2.0,
-                                   "reference": "replicate", "seed": 0, "detector_version": DETECTOR_VERSION}
+                                   "reference": "replicate", "seed": 0, "null": True,
+                                   "detector_version": DETECTOR_VERSION, "null_twin": null_settings()}
 
 
 def test_impact_ids_hash_the_image_folder_as_an_absolute_path(tmp_path, monkeypatch) -> None:
