@@ -141,7 +141,7 @@ def _wide(name: str, features: int) -> nn.Module:
 
 
 def mid_a() -> nn.Module:
-    """~67 MB of weights (16.8 M parameters): estimated ~0.2 GB, two do not fit a 0.35 GB budget, one does."""
+    """~67 MB of weights (16.8 M parameters): ~0.14 GB at random init; two do not fit a 0.25 GB budget, one does."""
     return _wide("mid_a", 16384)
 
 
@@ -150,7 +150,7 @@ def mid_b() -> nn.Module:
 
 
 def huge_head() -> nn.Module:
-    """~270 MB of weights (67 M parameters): estimated ~0.6 GB, more than a 0.35 GB budget holds."""
+    """~270 MB of weights (67 M parameters): ~0.35 GB at random init, more than a 0.25 GB budget holds."""
     return _wide("huge_head", 65536)
 
 

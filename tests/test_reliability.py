@@ -386,7 +386,7 @@ def test_a_folder_with_old_absolute_ids_still_reads_and_resumes(tmp_path: Path, 
         old.setattr(pyfile, "portable_path", lambda p: str(p.resolve()))
         assert main(["detect", SPECS[0], "--out", str(root), *SMALL]) == 0
     [old_id] = [r[0] for r in results(root)["models"]]
-    assert old_id == f"py:{REPO / 'tests' / 'survey_factories.py'}:tiny_cnn"
+    assert old_id == f"py:{REPO / 'tests' / 'survey_factories.py'}:tiny_cnn@random-init"
     capsys.readouterr()
     assert main(["detect", SPECS[0], "--out", str(root), *SMALL]) == 0
     assert "already done" in capsys.readouterr().out

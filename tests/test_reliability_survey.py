@@ -70,7 +70,8 @@ def test_survey_compact_then_survey_with_impact_adds_impact_only(ray_local, clea
     got = results(root)
     assert {k: got[k] for k in ("models", "neurons", "layers")} == {k: clean[1][k] for k in ("models", "neurons",
                                                                                              "layers")}
-    assert {r[0] for r in got["impact"]} == set(FIRST)  # impact rows for each, no second detection
+    # impact rows for each, no second detection
+    assert {r[0] for r in got["impact"]} == {f"{spec}@random-init" for spec in FIRST}
     assert not [p for p in (root / "models").glob("*.parquet") if not is_compacted(p)]
     verify_ok(root)
 
@@ -164,7 +165,7 @@ def test_compact_and_a_second_survey_while_a_survey_writes(clean, tmp_path: Path
     clean_rows = {k: [r for r in done[k] if "slow_cnn" not in r[0]] for k in ("models", "neurons", "layers")}
     assert clean_rows == {k: clean[1][k] for k in ("models", "neurons", "layers")}
     verify_ok(root)
-    assert ResultStore(root).is_done(file_key("py:tests/survey_factories.py:slow_cnn", SETTINGS.config_id))
+    assert ResultStore(root).is_done(file_key("py:tests/survey_factories.py:slow_cnn@random-init", SETTINGS.config_id))
 
 
 def main_compact(root: Path) -> int:

@@ -8,7 +8,8 @@ The estimate is built from what ``pans zoo`` already knows, with no weights and 
 architecture is built on the meta device (parameter and buffer bytes, in their dtype) and run
 once on a meta input of the survey's batch at the model's input size, with hooks recording the
 largest activation. Host memory while loading a checkpoint holds the weights twice (the state
-dict and the module); detection keeps a few activations of the largest layer alive at once.
+dict and the module), and a trained model's null twin (pipeline/null_twin.py) is built beside
+it, a third copy; detection keeps a few activations of the largest layer alive at once.
 What the worker process itself holds (Python, torch, timm: about 0.5 GB) is not counted: idle
 workers hold it whether or not a model runs, and Ray's own ``memory`` resource already leaves
 room for the system.
@@ -114,8 +115,10 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
     activation = _largest_activation(model, (settings.batch_size, *size))
     act_total = ACTIVATION_COPIES * activation if activation is not None else 0
     host_weights = LOAD_COPIES * weights if ref.pretrained else weights
+    twin = weights if ref.pretrained and settings.null else 0  # the null twin is built beside the model
+    host_weights += twin
     if on_gpu:  # weights load on the host, then move; activations live on the device
-        host, device = host_weights, weights + act_total
+        host, device = host_weights, weights + twin + act_total
     else:
         host, device = host_weights + act_total, None
     note = None if activation is not None else "activations not estimated (meta forward failed)"
