@@ -46,8 +46,14 @@ def test_estimate_counts_weights_and_scales_activations_with_batch_and_size() ->
     assert big.activation_bytes == 4 * 4 * small.activation_bytes  # 4x the batch, 4x the pixels
     assert big.host_bytes > small.host_bytes >= memory.LOAD_COPIES * small.weight_bytes
     on_gpu = memory.estimate(ref, DetectSettings(batch_size=8, image_size=64), on_gpu=True)
-    assert on_gpu.device_bytes == on_gpu.weight_bytes + memory.ACTIVATION_COPIES * on_gpu.activation_bytes
+    # the model and its null twin (built beside it) on the device, with the activations
+    assert on_gpu.device_bytes == 2 * on_gpu.weight_bytes + memory.ACTIVATION_COPIES * on_gpu.activation_bytes
     assert on_gpu.host_bytes < big.host_bytes  # activations live on the device
+    no_twin = memory.estimate(ref, DetectSettings(batch_size=8, image_size=64, null=False))
+    assert big.host_bytes - no_twin.host_bytes == big.weight_bytes  # --no-null: no twin's weights
+    untrained_ref = resolve_spec(py("mid_a"), random_init=True)[0]
+    untrained = memory.estimate(untrained_ref, DetectSettings(batch_size=8, image_size=64))
+    assert untrained.host_bytes == no_twin.host_bytes - big.weight_bytes  # no checkpoint copy, no second twin
 
 
 def test_no_room_names_the_need_and_the_largest_node() -> None:
