@@ -200,19 +200,14 @@ def _tables(
                 "in_channels": info.in_channels,
                 "out_channels": info.out_channels,
                 "groups": info.groups,
-                "kernel_h": info.kernel[0],
-                "kernel_w": info.kernel[1],
-                "stride_h": info.stride[0],
-                "stride_w": info.stride[1],
-                "dilation_h": info.dilation[0],
-                "dilation_w": info.dilation[1],
+                **_hw("kernel", info.kernel),
+                **_hw("stride", info.stride),
+                **_hw("dilation", info.dilation),
                 **{f"pad_{s}": p for s, p in zip(SIDES, info.pads, strict=True)},
                 "padding_kind": info.padding_kind,
                 "padding_mode": info.padding_mode,
-                "in_h": info.in_size[0],
-                "in_w": info.in_size[1],
-                "out_h": g.out_shape[0],
-                "out_w": g.out_shape[1],
+                **_hw("in", info.in_size),
+                **_hw("out", g.out_shape),
                 **{f"strip_{s}": strips[s] for s in SIDES},
                 "in_scope": info.in_scope,
                 "skipped": info.skip_reason,
@@ -228,3 +223,8 @@ def _tables(
     }
     neurons = pa.concat_tables(neuron_parts) if neuron_parts else NEURONS.empty_table()
     return DetectionResult(neurons, table_from_rows("layers", layer_rows), summary)
+
+
+def _hw(name: str, pair: tuple[int, int]) -> dict[str, int]:
+    """A (height, width) pair as the ``layers`` table's ``NAME_h`` and ``NAME_w`` columns."""
+    return {f"{name}_h": pair[0], f"{name}_w": pair[1]}
