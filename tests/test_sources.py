@@ -246,11 +246,17 @@ def test_zoo_table_and_models_file(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_zoo_allocates_no_weights(tmp_path: Path) -> None:
-    """An 846M-parameter model (3.4 GB of float32) is described by a process far smaller than that."""
+    """An 846M-parameter model (3.4 GB of float32) is described with far less memory than that.
+
+    Measured as the growth of the process's peak RSS across the command, after torch and timm are
+    imported: the absolute peak also counts the pages of torch's shared libraries, which vary with
+    the page cache (1.58 GB once in a CI run, 0.75 GB usually) and say nothing about weights.
+    """
     code = (
-        "import resource, sys; from pipeline.cli import main; "
+        "import resource, sys, torch, timm; from pipeline.cli import main; import pipeline.sources; "
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; before = peak(); "
         "rc = main(['zoo', 'convnext_xxlarge.clip_laion2b_soup_ft_in1k', '--json']); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+        "print(before, peak(), file=sys.stderr); sys.exit(rc)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -262,8 +268,8 @@ def test_zoo_allocates_no_weights(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
     assert row["num_params"] > 800e6
-    peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024
-    assert peak_mib < 1500, peak_mib
+    before, after = (int(v) / 1024 for v in proc.stderr.strip().splitlines()[-1].split())
+    assert after - before < 1000, (before, after)  # the weights alone would be 3,400 MiB
 
 
 @pytest.mark.parametrize(
