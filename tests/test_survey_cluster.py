@@ -40,9 +40,14 @@ def test_detect_and_download_on_gpu_nodes_and_a_lost_node_loses_nothing(ray_gpu_
         assert rec.fetch_node is None, rec  # random init: nothing to download, no fetch task
         assert rec.detect_node in gpu_ids, rec  # detection: a GPU node ...
         assert rec.device == "cpu", rec  # ... whose GPU is only logical, so the CPU device
-    # The surviving GPU node took over the lost node's work (including any model that was running there).
+    # The surviving GPU node took over the lost node's work: a model whose task died with the node
+    # was run again there. (How many models the lost node finished first depends on timing: results
+    # it computed just before the removal still arrive, so the count per node is not asserted.)
     survivor = (gpu_ids - set(removed)).pop()
-    assert sum(r.detect_node == survivor for r in summary.models[1:]) >= len(SPECS) - 2
+    assert any(r.detect_node == survivor for r in summary.models)
+    for rec in summary.models:
+        if rec.attempts > 1:
+            assert rec.detect_node == survivor, rec
     models = consistent_models(out)  # exactly once: no model twice, every neuron row accounted for
     assert sorted(models["model_id"].to_pylist()) == sorted(r.model_id for r in summary.models)
     assert ResultStore(out).read("failures").num_rows == 0
