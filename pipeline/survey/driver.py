@@ -89,11 +89,9 @@ class Survey:
         on_event: Callable[[str, ModelRecord], None] | None = None,
         impact: ImpactSettings | None = None,
         log: SurveyLog | None = None,
-        embedded: bool = False,
     ) -> None:
         self.store = store
         self.log = log
-        self.embedded = embedded
         self.settings = settings
         self.impact = impact
         self.options = options
@@ -155,7 +153,8 @@ class Survey:
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
         # A request no node can ever meet fails here, before any task (see feasibility.py).
-        self.admission = Admission(gpus, cpus, embedded=self.embedded, wait_for_nodes=self.options.wait_for_nodes)
+        opts = self.options
+        self.admission = Admission(gpus, cpus, embedded=opts.embedded, wait_for_nodes=opts.wait_for_nodes)
         cfg = self.settings.config_id
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
@@ -538,7 +537,6 @@ def _run_locked(
     if todo:
         # Ray's output goes to DIR/logs/; SIGINT/SIGTERM end the run cleanly (see logs.py, signals.py).
         with log, signals.interruptible():
-            embedded = options.embedded
             signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
             runtime = connect(
                 options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget
@@ -546,11 +544,11 @@ def _run_locked(
             signals.install(defer=True)  # ray.init installs its own SIGTERM handler
             progress = make_progress(options.progress, len(todo), log.terminal, log=log.path)
             try:
-                survey = Survey(store, settings, options, run_id, progress, on_event, impact, log, embedded)
+                survey = Survey(store, settings, options, run_id, progress, on_event, impact, log)
                 records += survey.run(todo)
             finally:
                 progress.close()
-                if runtime.owned and embedded:
+                if runtime.owned and options.embedded:
                     log.copy_session_logs()
                 runtime.close()
     summary = SurveySummary(
