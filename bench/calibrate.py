@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.detect import detect_pans  # noqa: E402
-from pipeline.null_twin import activation_ratio, build_twin, recalibrate  # noqa: E402
+from pipeline.null_twin import activation_ratio, build_twin, fitted_to_probe  # noqa: E402
 from pipeline.probes import make_probe  # noqa: E402
 from pipeline.settings import DEFAULT_TAU  # noqa: E402
 from pipeline.sources import Preprocess, load_model  # noqa: E402
@@ -78,8 +78,8 @@ def live_z(result) -> np.ndarray:
 
 
 def twin_z(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, str]:
-    how = recalibrate(model, images, device="cpu")
-    return live_z(detect_pans(model, images, device="cpu")), how.method
+    with fitted_to_probe(model, images, device="cpu") as how:  # as pans detect fits every twin
+        return live_z(detect_pans(model, images, device="cpu")), how.method
 
 
 def fmt_row(name: str, z: np.ndarray, how: str, seconds: float) -> str:

@@ -9,9 +9,11 @@ fresh, 0 once its BatchNorm statistics are recalibrated; docs/calibration.md). S
 1. **built** with the source's own initialisation under a fixed seed, exactly as ``--random-init``
    builds the model (:func:`pipeline.sources.load_model` on :func:`twin_ref`); sources without an
    init of their own (``py:``, ``local-dir:``) call every module's ``reset_parameters()``;
-2. **recalibrated** on the same probe the model is measured on: every running-statistics norm
-   (BatchNorm and any module with ``running_mean``/``running_var`` and a ``momentum``) gets the
-   cumulative average over train-mode passes of the probe, then eval. A network without such norms
+2. **recalibrated** on the same probe the model is measured on (:func:`fitted_to_probe`, the one
+   way for a twin and a ``--random-init`` model alike): every running-statistics norm (BatchNorm
+   and any module with ``running_mean``/``running_var`` and a ``momentum``) normalises with the
+   probe's statistics (a one-batch probe: in the detection pass itself; else the cumulative average
+   over train-mode passes of the probe, then eval). A network without such norms
    is rescaled instead, LSUV-style: each convolution's and linear layer's weight (and bias) is
    divided by the standard deviation of its output on the probe, in forward order in one pass, so
    every layer's output has unit variance;
@@ -26,6 +28,8 @@ survey task alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +37,13 @@ import torch
 import torch.nn as nn
 
 #: How a twin's statistics are fitted to the probe; stored with the run's settings (provenance).
-RECALIBRATION = "running-stats: cumulative average over train-mode passes of the probe; else LSUV unit variance"
-#: Bumped when the twin's construction or recalibration changes the numbers.
-NULL_VERSION = "1"
+RECALIBRATION = (
+    "running-stats: the probe's statistics (one batch: in the detection pass itself; else cumulative "
+    "average over train-mode passes); else LSUV unit variance"
+)
+#: Bumped when the twin's construction or recalibration changes the numbers
+#: (2: a --random-init model is fitted exactly as its twin is, by :func:`fitted_to_probe`).
+NULL_VERSION = "2"
 
 
 def null_settings() -> dict[str, Any]:
@@ -149,23 +157,54 @@ def _lsuv(model: nn.Module, images: torch.Tensor, batch_size: int, device: Any) 
     return Recalibration("lsuv" if seen else "none", len(seen))
 
 
-def probe_statistics(model: nn.Module, images: torch.Tensor, batch_size: int) -> Recalibration | None:
-    """The one-pass shortcut of :func:`recalibrate`, when the probe is one batch and every
-    running-statistics norm is a torch BatchNorm: drop the stored statistics, so that in eval mode
-    each BatchNorm normalises with the statistics of the probe itself, which is what recalibration
-    would store (up to the unbiased n/(n-1) variance factor, n = images x positions). The twin's
-    detection pass is then its recalibration pass too; the twin is for measuring only. None: not
-    applicable (several batches, other kinds of norm, or none), use :func:`recalibrate`.
+def _train_for_this_call(norm: nn.Module, _inputs: Any) -> None:
+    norm.train(True)
+
+
+def _eval_after_this_call(norm: nn.Module, _inputs: Any, _output: Any) -> None:
+    norm.train(False)
+
+
+@contextmanager
+def fitted_to_probe(
+    model: nn.Module, images: torch.Tensor, *, batch_size: int = 16, device: Any = "cpu"
+) -> Iterator[Recalibration]:
+    """The one way a model is put in its null regime, for a twin and a ``--random-init`` model alike.
+
+    Inside the block the model's detection pass on ``images`` normalises as recalibration on the
+    probe does. When the probe is one batch and every running-statistics norm is a torch BatchNorm,
+    this costs no pass of its own: each norm switches to train mode just for its own forward call
+    (dropout and drop-path stay off), so the detection pass normalises with the probe's statistics
+    and stores them (cumulative average, torch's ``momentum=None``), which is what :func:`recalibrate`
+    computes in a separate pass; afterwards (impact experiments on a random-init model) the model
+    normalises with those stored statistics in eval mode. Otherwise (several batches, other running
+    norms, LSUV) :func:`recalibrate` runs first. The model is left in eval mode on ``device``.
     """
+    model.eval().to(device)
     norms = running_stat_norms(model)
-    if images.shape[0] > batch_size or not norms:
-        return None
-    if not all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in norms):
-        return None
+    one_pass = (
+        images.shape[0] <= batch_size
+        and bool(norms)
+        and all(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in norms)
+    )
+    if not one_pass:
+        yield recalibrate(model, images, batch_size=batch_size, device=device)
+        return
+    saved = [(m, m.momentum) for m in norms]
+    hooks = []
     for m in norms:
-        m.running_mean = None
-        m.running_var = None
-    return Recalibration("running_stats", len(norms))
+        m.reset_running_stats()
+        m.momentum = None
+        hooks.append(m.register_forward_pre_hook(_train_for_this_call))
+        hooks.append(m.register_forward_hook(_eval_after_this_call))
+    try:
+        yield Recalibration("running_stats", len(norms))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.eval()
 
 
 # -- 3. check the regime ----------------------------------------------------------------------
@@ -252,19 +291,17 @@ def measure_null(
     if twin is None:
         twin = build_twin(ref, fetched).model
     device = resolve_device(settings.device)
-    how = probe_statistics(twin, images, settings.batch_size) or recalibrate(
-        twin, images, batch_size=settings.batch_size, device=device
-    )
     nid = null_model_id(ref, int(images.shape[2]), int(images.shape[3]))
-    result = detect_pans(
-        twin,
-        images,
-        tau=settings.tau,
-        batch_size=settings.batch_size,
-        device=device,
-        model_id=nid,
-        config_id=settings.config_id,
-        reference=settings.reference,
-    )
+    with fitted_to_probe(twin, images, batch_size=settings.batch_size, device=device) as how:
+        result = detect_pans(
+            twin,
+            images,
+            tau=settings.tau,
+            batch_size=settings.batch_size,
+            device=device,
+            model_id=nid,
+            config_id=settings.config_id,
+            reference=settings.reference,
+        )
     s = result.summary
     return NullTwin(nid, result.neurons, int(s["pans"]), int(s["padded_neurons"]), how, time.perf_counter() - started)

@@ -5,6 +5,7 @@ Used by ``pans detect`` directly and by each survey task on Ray. Writes nothing 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from typing import Any
@@ -14,8 +15,8 @@ import pyarrow as pa
 from pipeline.detect import detect_pans
 from pipeline.detect.core import resolve_device
 from pipeline.errors import PanSurveyError
+from pipeline.null_twin import fitted_to_probe, null_model_id
 from pipeline.null_twin import measure_null as measure_null_twin
-from pipeline.null_twin import null_model_id, recalibrate
 from pipeline.probes import make_probe, probe_label
 from pipeline.schema import table_from_rows
 from pipeline.settings import DetectSettings
@@ -38,25 +39,29 @@ def detect_loaded(
     ``models.null_*`` columns and a ``null_neurons`` table. ``measure_null=False`` (a survey that
     has measured or is measuring this architecture's twin elsewhere) names the twin only; the
     survey driver fills in its counts. A ``--random-init`` model is a twin itself: its own
-    statistics are recalibrated on the probe first, and it gets no second twin.
+    statistics are fitted to the probe as a twin's are (:func:`fitted_to_probe`), and it gets no second twin.
     """
     pp = loaded.preprocess.with_image_size(settings.image_size)
     images = make_probe(settings.probe, settings.num_images, pp, settings.seed)
     cfg_id = settings.config_id
     extra: dict[str, Any] = {}
-    if not loaded.ref.pretrained:
-        how = recalibrate(loaded.model, images, batch_size=settings.batch_size, device=resolve_device(settings.device))
-        extra["recalibration"] = how.method
-    result = detect_pans(
-        loaded.model,
-        images,
-        tau=settings.tau,
-        batch_size=settings.batch_size,
-        device=settings.device,
-        model_id=loaded.model_id,
-        config_id=cfg_id,
-        reference=settings.reference,
-    )
+    with contextlib.ExitStack() as fitting:
+        if not loaded.ref.pretrained:  # a null itself: fitted to the probe exactly as a twin is
+            device = resolve_device(settings.device)
+            how = fitting.enter_context(
+                fitted_to_probe(loaded.model, images, batch_size=settings.batch_size, device=device)
+            )
+            extra["recalibration"] = how.method
+        result = detect_pans(
+            loaded.model,
+            images,
+            tau=settings.tau,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            model_id=loaded.model_id,
+            config_id=cfg_id,
+            reference=settings.reference,
+        )
     s = result.summary
     _check_measured(loaded.model_id, s, images.shape)
     tables: dict[str, pa.Table] = {}

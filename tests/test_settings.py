@@ -17,15 +17,16 @@ def test_ids_are_those_of_folders_written_before_settings_were_shared() -> None:
     # Pinned: a changed hash (key order, a renamed field, the version key) would make every old
     # folder recompute every model. Impact ids are those from before the settings shared one base;
     # detection ids changed knowingly with detector 1.2 (one side per side) and the null twin's
-    # settings (the same ids were computed on the null-twin branch before the merge).
-    assert DetectSettings().config_id == "79fc1aee033d"
+    # settings (the same ids were computed on the null-twin branch before the merge), and again with
+    # null-twin version 2 (a --random-init model fitted to the probe exactly as its twin is).
+    assert DetectSettings().config_id == "69ea1aaa5688"
     assert ImpactSettings().impact_id == "07c635000531"
-    assert run_config_id(DetectSettings(), ImpactSettings()) == "4d4133ff2ab9"
-    assert run_config_id(DetectSettings(), None) == "79fc1aee033d"
+    assert run_config_id(DetectSettings(), ImpactSettings()) == "04d403865d9f"
+    assert run_config_id(DetectSettings(), None) == "69ea1aaa5688"
     d = DetectSettings(probe="noise", num_images=8, image_size=64, tau=2.5, reference="mean", seed=3,
                        batch_size=4, device="cpu")
     i = ImpactSettings(max_images=16, seed=2, controls=3, padding_modes=("reflect",), batch_size=8)
-    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("5ac01a02f2fe", "8091f7a15ab5", "67e6dd403ba5")
+    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("60891bb6dc9a", "8091f7a15ab5", "6f6cb9e2ba46")
     # speed knobs are not part of the ids
     assert DetectSettings(batch_size=1, device="cpu").config_id == DetectSettings().config_id
 
