@@ -56,6 +56,45 @@ def test_estimate_counts_weights_and_scales_activations_with_batch_and_size() ->
     assert untrained.host_bytes == no_twin.host_bytes - big.weight_bytes  # no checkpoint copy, no second twin
 
 
+def test_estimate_counts_the_multiply_accumulates_of_convolutions_and_linear_layers() -> None:
+    # mid_a: a 3->16 3x3 padded convolution, an 8x8 pool, a 1024->16384 linear layer.
+    ref = resolve_spec(py("mid_a"))[0]
+    est = memory.estimate(ref, DetectSettings(batch_size=2, image_size=32))
+    assert est.macs == 2 * 16 * 32 * 32 * 3 * 9 + 2 * 16384 * 1024
+    big = memory.estimate(ref, DetectSettings(batch_size=4, image_size=64))
+    assert big.macs == 4 * 16 * 64 * 64 * 3 * 9 + 4 * 16384 * 1024  # convolution: pixels too; linear: batch only
+
+
+class _KnownCosts:
+    """Admission's answers for models of known cost (the driver's ordering, without Ray)."""
+
+    def __init__(self, macs: dict[str, int]) -> None:
+        self.macs, self.asked = macs, []
+
+    def refresh(self) -> None:
+        pass
+
+    def admit(self, ref, settings):
+        self.asked.append(ref.model_id)
+        return memory.MemoryEstimate(1, 4, 4, memory.MIN_BYTES, None, macs=self.macs[ref.model_id]), 0.0, None
+
+
+def test_the_driver_starts_the_costliest_model_of_its_window_first() -> None:
+    from collections import deque
+
+    from pipeline.sources import ModelRef
+    from pipeline.survey.driver import Survey, _Job
+
+    costs = {"a": 5, "b": 50, "c": 20, "d": 500}
+    survey = Survey.__new__(Survey)
+    survey.admission = _KnownCosts(costs)
+    pending = deque(_Job(ModelRef(k, "py", k), k, SMALL, 0.0) for k in costs)
+    order = [survey._costliest(pending, window=3).key for _ in range(4)]
+    # b is the costliest of a, b, c; then d enters the window; each model is estimated once.
+    assert order == ["b", "d", "c", "a"]
+    assert sorted(survey.admission.asked) == sorted(costs) and len(survey.admission.asked) == 4
+
+
 def test_no_room_names_the_need_and_the_largest_node() -> None:
     est = memory.MemoryEstimate(5_000_000_000, 20_000_000_000, 1, 20_000_000_000, None)
     assert memory.no_room(est, [8e9, 23e9], can_grow=False) is None

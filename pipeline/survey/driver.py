@@ -59,6 +59,7 @@ class _Job:
     target: str | None = None  # the node its fetch was sent to (see pipeline/survey/placement.py)
     null_group: str | None = None  # models sharing a null twin (architecture, size); None: no twin
     measure_null: bool = True
+    admitted: tuple[Any, float, str | None] | None = None  # Admission.admit's answer, once asked
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -201,7 +202,7 @@ class Survey:
                 and len(self.fetching) < self.options.max_downloads
                 and len(self.fetching) + len(self.detecting) < slots + self.options.max_downloads
             ):
-                self._admit_and_fetch(pending.popleft())
+                self._admit_and_fetch(self._costliest(pending, 2 * (slots + self.options.max_downloads)))
             waiting = [*self.fetching, *self.detecting]
             ready, _ = ray.wait(waiting, num_returns=1, timeout=POLL_SECONDS)
             if ready:
@@ -217,10 +218,31 @@ class Survey:
             self.counts.waiting = self.admission.waiting() if not self.counts.running else None
             self.progress.update(self.counts)
 
+    def _costliest(self, pending: deque[_Job], window: int) -> _Job:
+        """Take the costliest of the next ``window`` pending models (estimated multiply-accumulates).
+
+        Longest first: a survey whose biggest model starts last ends with one slot busy and the
+        others idle (on the 8-model bench: 8.6 s where the work fits in 7.6 s over two slots).
+        """
+        self.admission.refresh()
+        best, cost = 0, -1
+        for i in range(min(window, len(pending))):
+            job = pending[i]
+            if job.admitted is None:
+                job.admitted = self.admission.admit(job.ref, job.settings)
+            macs = job.admitted[0].macs or 0
+            if macs > cost:
+                best, cost = i, macs
+        job = pending[best]
+        del pending[best]
+        return job
+
     def _admit_and_fetch(self, job: _Job) -> None:
         """Estimate the model's memory; one that no node can hold is a failure now, never a task."""
-        self.admission.refresh()
-        est, job.gpus, refused = self.admission.admit(job.ref, job.settings)
+        if job.admitted is None:
+            self.admission.refresh()
+            job.admitted = self.admission.admit(job.ref, job.settings)
+        est, job.gpus, refused = job.admitted
         job.memory = est.host_bytes
         if refused is not None:
             self._fail(job, "memory", "InsufficientMemory", refused)

@@ -65,6 +65,9 @@ class MemoryEstimate:
     host_bytes: int | None  # host RAM the task needs (what it asks Ray for)
     device_bytes: int | None  # accelerator memory on a GPU task
     note: str | None = None  # why something is unknown
+    #: Multiply-accumulates of the convolutions and linear layers in one detection batch: the
+    #: driver's measure of a task's cost, to start the longest ones first (None: not estimated).
+    macs: int | None = None
 
     @property
     def known(self) -> bool:
@@ -112,7 +115,7 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
     params = sum(p.numel() for p in model.parameters())
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     size = info.preprocess.with_image_size(settings.image_size).input_size
-    activation = _largest_activation(model, (settings.batch_size, *size))
+    activation, macs = _meta_forward(model, (settings.batch_size, *size))
     act_total = ACTIVATION_COPIES * activation if activation is not None else 0
     host_weights = LOAD_COPIES * weights if ref.pretrained else weights
     twin = weights if ref.pretrained and settings.null else 0  # the null twin is built beside the model
@@ -122,20 +125,28 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
     else:
         host, device = host_weights + act_total, None
     note = None if activation is not None else "activations not estimated (meta forward failed)"
-    return MemoryEstimate(params, weights, activation, max(MIN_BYTES, host) + TASK_BYTES, device, note)
+    return MemoryEstimate(params, weights, activation, max(MIN_BYTES, host) + TASK_BYTES, device, note, macs)
 
 
-def _largest_activation(model: Any, shape: tuple[int, ...]) -> int | None:
-    """Bytes of the largest tensor any leaf module outputs for a meta input of ``shape``."""
+def _meta_forward(model: Any, shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+    """Bytes of the largest tensor any leaf module outputs for a meta input of ``shape``, and the
+    multiply-accumulates of its convolutions and linear layers (None, None: the forward failed)."""
+    import math
+
     import torch
 
-    largest = 0
+    largest = macs = 0
 
-    def hook(_module: Any, _inputs: Any, output: Any) -> None:
-        nonlocal largest
-        for t in output if isinstance(output, tuple | list) else (output,):
-            if isinstance(t, torch.Tensor):
-                largest = max(largest, t.numel() * t.element_size())
+    def hook(module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal largest, macs
+        items = output if isinstance(output, tuple | list) else (output,)
+        outputs = [t for t in items if isinstance(t, torch.Tensor)]
+        for t in outputs:
+            largest = max(largest, t.numel() * t.element_size())
+        if outputs and isinstance(module, torch.nn.modules.conv._ConvNd):
+            macs += outputs[0].numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+        elif outputs and isinstance(module, torch.nn.Linear):
+            macs += outputs[0].numel() * module.in_features
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -143,11 +154,11 @@ def _largest_activation(model: Any, shape: tuple[int, ...]) -> int | None:
         with torch.no_grad(), _time_limit(FORWARD_SECONDS):
             model.eval()(torch.empty(shape, device="meta"))
     except (Exception, _TooSlow):
-        return None
+        return None, None
     finally:
         for h in handles:
             h.remove()
-    return largest
+    return largest, macs
 
 
 class _TooSlow(BaseException):
