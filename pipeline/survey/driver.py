@@ -16,9 +16,11 @@ tables are written as usual.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from pipeline.survey.memory import oom_message
 from pipeline.survey.null_twins import NullTwins
 from pipeline.survey.progress import Progress, make_progress
 from pipeline.survey.records import Counts, ModelRecord, SurveyOptions, SurveySummary  # also importable from here
+from pipeline.survey.runtime import Runtime
 
 #: How often the driver wakes up when nothing finishes (to check timeouts, refresh the bar).
 POLL_SECONDS = 0.25
@@ -90,6 +93,7 @@ class Survey:
         on_event: Callable[[str, ModelRecord], None] | None = None,
         impact: ImpactSettings | None = None,
         log: SurveyLog | None = None,
+        warm_up: list[Any] | None = None,
     ) -> None:
         self.store = store
         self.log = log
@@ -100,6 +104,7 @@ class Survey:
         self.progress = progress
         self.on_event = on_event
         self.records: list[ModelRecord] = []
+        self.warm_up = warm_up or []  # import tasks already sent to the detect workers (see warmup.py)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -167,7 +172,8 @@ class Survey:
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
         self.placement = FetchPlacement(gpus, cpus)
-        self.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap the first fetches
+        if not self.warm_up:  # the runtime was up before this run (see _start_runtime)
+            self.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap the first fetches
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
         self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
@@ -177,6 +183,8 @@ class Survey:
         finally:
             for ref in [*self.fetching, *self.detecting]:  # stopped early: leave nothing queued in Ray
                 ray.cancel(ref, force=True)
+            if self._drain is not None:  # a call still on its way to a killed board is retried and logged by Ray
+                ray.wait([self._drain], timeout=1.0)
             ray.kill(self.board)
         return self.records
 
@@ -512,6 +520,31 @@ def run_survey(
         return _run_locked(store, specs, settings, options, impact, on_event, started, budget)
 
 
+def _start_runtime(
+    running: contextlib.ExitStack, log: SurveyLog, options: SurveyOptions, budget: int | None
+) -> Runtime:
+    """Ray's output to DIR/logs/, signals noted, the runtime up and its detect workers importing.
+
+    Everything is undone by ``running`` when the run ends (session logs copied, an owned runtime
+    shut down), whatever way it ends.
+    """
+    from pipeline.survey import signals
+    from pipeline.survey.runtime import connect, detect_slots, gpu_share
+    from pipeline.survey.warmup import warm_workers
+
+    running.enter_context(log)
+    running.enter_context(signals.interruptible())  # SIGINT/SIGTERM end the run cleanly (signals.py)
+    signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
+    runtime = connect(options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget)
+    signals.install(defer=True)  # ray.init installs its own SIGTERM handler
+    running.callback(runtime.close)
+    if runtime.owned and options.embedded:
+        running.callback(log.copy_session_logs)  # runs before close: callbacks unwind last-in first-out
+    gpus, cpus = gpu_share(options.gpus_per_model), options.cpus_per_model
+    runtime.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap what comes next
+    return runtime
+
+
 def _run_locked(
     store: ResultStore,
     specs: list[str],
@@ -523,56 +556,56 @@ def _run_locked(
     budget: int | None,
 ) -> SurveySummary:
     from pipeline.survey import signals
-    from pipeline.survey.runtime import connect
 
     run_id = new_run_id()
     cfg = settings.config_id
     config = run_config(settings, survey=asdict(options), **(impact_run_config(settings, impact) if impact else {}))
     store.write("runs", run_id, run_record(run_id, run_config_id(settings, impact), "survey", list(specs), config))
-
-    refs, broken = resolve_all(specs, options.random_init)
-    records: list[ModelRecord] = []
-    for spec, exc in broken:
-        key = file_key(spec, cfg)
-        msg = one_line(exc, 2000, first_line_only=True)
-        store.write_failure(
-            key,
-            model_id=spec,
-            config_id=cfg,
-            run_id=run_id,
-            stage="resolve",
-            error_type=type(exc).__name__,
-            message=msg,
-        )
-        records.append(ModelRecord(spec, key, "failed", "resolve", type(exc).__name__, msg))
-    for spec in set(specs) - {spec for spec, _ in broken}:  # resolves now: its old resolve failure is void
-        store.clear_failure(file_key(spec, cfg))
-    done = store.done_keys()
-    todo = [
-        r
-        for r in refs
-        if not any(file_key(i, cfg) in done for i in (r.model_id, *former_ids(r)))  # old folders: old ids too
-        or (impact is not None and not store.impact_done(impact_key(r.model_id, cfg, impact.impact_id)))
-    ]
-    skipped = len(refs) - len(todo)
     log = SurveyLog(store.root, run_id)
-    if todo:
-        # Ray's output goes to DIR/logs/; SIGINT/SIGTERM end the run cleanly (see logs.py, signals.py).
-        with log, signals.interruptible():
-            signals.install(defer=True)  # from here on Ray's compiled code runs: note signals, stop in the loop
-            runtime = connect(
-                options.address, num_cpus=options.num_cpus, max_downloads=options.max_downloads, memory=budget
+    records: list[ModelRecord] = []
+    with contextlib.ExitStack() as running:
+        runtime: Runtime | None = None
+        if options.embedded and not store.done_keys():
+            # A fresh folder will run a survey: start the local runtime and its workers' imports while
+            # the specs resolve (importing timm alone takes seconds), instead of one after the other.
+            pool = running.enter_context(ThreadPoolExecutor(1, thread_name_prefix="resolve"))
+            resolving = pool.submit(resolve_all, specs, options.random_init)
+            runtime = _start_runtime(running, log, options, budget)
+            refs, broken = resolving.result()
+            signals.check()  # a signal while the specs resolved
+        else:
+            refs, broken = resolve_all(specs, options.random_init)
+        for spec, exc in broken:
+            key = file_key(spec, cfg)
+            msg = one_line(exc, 2000, first_line_only=True)
+            store.write_failure(
+                key,
+                model_id=spec,
+                config_id=cfg,
+                run_id=run_id,
+                stage="resolve",
+                error_type=type(exc).__name__,
+                message=msg,
             )
-            signals.install(defer=True)  # ray.init installs its own SIGTERM handler
-            progress = make_progress(options.progress, len(todo), log.terminal, log=log.path)
-            try:
-                survey = Survey(store, settings, options, run_id, progress, on_event, impact, log)
-                records += survey.run(todo)
-            finally:
-                progress.close()
-                if runtime.owned and options.embedded:
-                    log.copy_session_logs()
-                runtime.close()
+            records.append(ModelRecord(spec, key, "failed", "resolve", type(exc).__name__, msg))
+        for spec in set(specs) - {spec for spec, _ in broken}:  # resolves now: its old resolve failure is void
+            store.clear_failure(file_key(spec, cfg))
+        done = store.done_keys()
+        todo = [
+            r
+            for r in refs
+            if not any(file_key(i, cfg) in done for i in (r.model_id, *former_ids(r)))  # old folders: old ids too
+            or (impact is not None and not store.impact_done(impact_key(r.model_id, cfg, impact.impact_id)))
+        ]
+        skipped = len(refs) - len(todo)
+        if todo:
+            if runtime is None:
+                runtime = _start_runtime(running, log, options, budget)
+            progress = running.enter_context(
+                contextlib.closing(make_progress(options.progress, len(todo), log.terminal, log=log.path))
+            )
+            survey = Survey(store, settings, options, run_id, progress, on_event, impact, log, runtime.warm_up)
+            records += survey.run(todo)
     summary = SurveySummary(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.errors import PanSurveyError, one_line
 
@@ -22,6 +23,7 @@ class Runtime:
 
     owned: bool
     address: str
+    warm_up: list[Any] = field(default_factory=list)  # the detect workers' import tasks (see warmup.py)
 
     def close(self) -> None:
         import ray
