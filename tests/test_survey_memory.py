@@ -95,6 +95,25 @@ def test_the_driver_starts_the_costliest_model_of_its_window_first() -> None:
     assert sorted(survey.admission.asked) == sorted(costs) and len(survey.admission.asked) == 4
 
 
+def test_a_model_that_later_ones_keep_overtaking_stops_new_admissions_until_it_starts() -> None:
+    # Ray starts whatever fits: a model needing a whole node would wait behind an endless stream of
+    # small ones (the zoo run's cait_xs24_384 waited out its 900 s start timeout).
+    from pipeline.sources import ModelRef
+    from pipeline.survey.driver import Survey, _Job
+
+    survey = Survey.__new__(Survey)
+    jobs = [_Job(ModelRef(k, "py", k), k, SMALL, 0.0, submitted=float(i)) for i, k in enumerate("bsmtu")]
+    survey.detecting = {j.key: j for j in jobs}
+    big, small, *later = jobs
+    survey._mark_started(small, 10.0)  # b waits: s was queued after it and started
+    assert big.overtaken == 1 and not survey._starving(slots=2)
+    survey._mark_started(later[0], 11.0)
+    assert big.overtaken == 2 and small.overtaken == 0 and survey._starving(slots=2)
+    assert later[1].overtaken == 0  # queued after the ones that started: not overtaken
+    survey._mark_started(big, 12.0)
+    assert not survey._starving(slots=2)
+
+
 def test_no_room_names_the_need_and_the_largest_node() -> None:
     est = memory.MemoryEstimate(5_000_000_000, 20_000_000_000, 1, 20_000_000_000, None)
     assert memory.no_room(est, [8e9, 23e9], can_grow=False) is None

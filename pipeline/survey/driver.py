@@ -63,6 +63,7 @@ class _Job:
     null_group: str | None = None  # models sharing a null twin (architecture, size); None: no twin
     measure_null: bool = True
     admitted: tuple[Any, float, str | None] | None = None  # Admission.admit's answer, once asked
+    overtaken: int = 0  # models submitted after this one that started while it waited (see _starving)
 
 
 def resolve_all(specs: Iterable[str], random_init: bool) -> tuple[list[ModelRef], list[tuple[str, BaseException]]]:
@@ -207,6 +208,7 @@ class Survey:
             # Keep downloads at most max_downloads ahead of what detection can take.
             while (
                 pending
+                and not self._starving(slots)
                 and len(self.fetching) < self.options.max_downloads
                 and len(self.fetching) + len(self.detecting) < slots + self.options.max_downloads
             ):
@@ -287,7 +289,7 @@ class Survey:
             opts["num_gpus"] = job.gpus
         if job.fetch_node:  # where the weights are; see pipeline/survey/placement.py
             opts["scheduling_strategy"] = _affinity(job.fetch_node)
-        job.started, job.submitted = None, time.monotonic()
+        job.started, job.submitted, job.overtaken = None, time.monotonic(), 0
         ref = detect_task.options(**opts).remote(
             job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact,
             job.measure_null,
@@ -449,7 +451,20 @@ class Survey:
         for key, attempt, _node in events:
             job = by_key.get(key)
             if job is not None and job.attempt == attempt:
-                job.started = now  # a Ray retry after a dead worker restarts the clock
+                self._mark_started(job, now)
+
+    def _mark_started(self, job: _Job, now: float) -> None:
+        job.started = now  # a Ray retry after a dead worker restarts the clock
+        for other in self.detecting.values():  # queued before it and still waiting: overtaken
+            if other.started is None and other.submitted < job.submitted:
+                other.overtaken += 1
+
+    def _starving(self, slots: int) -> bool:
+        """A queued model that later ones keep overtaking (it needs more memory than the running ones
+        leave; Ray starts whatever fits): admit nothing new until it starts. Without this a model
+        needing a whole node waits behind an endless stream of small ones (measured: cait_xs24_384
+        in the one-per-family zoo run waited 900 s, its start timeout, then failed)."""
+        return any(j.started is None and j.overtaken >= max(1, slots) for j in self.detecting.values())
 
     def _enforce_timeouts(self) -> None:
         import ray
