@@ -233,7 +233,7 @@ def _apply(root: Path, journal: dict) -> None:
     """Do the journal's renames then deletes, table by table; idempotent, so a rerun finishes it."""
     for table in COMPACTED_TABLES:
         step = journal["tables"].get(table)
-        if not step:
+        if not step or not (step["moves"] or step["deletes"]):  # nothing of it (an older folder may lack it)
             continue
         for staged, final in step["moves"]:
             if (root / staged).is_file():

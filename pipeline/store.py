@@ -143,6 +143,7 @@ class ResultStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
+        self._compacted_cache: dict[str, tuple[tuple, dict[str, tuple[str, str]]]] = {}  # table -> (stamp, index)
 
     def ensure(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -259,8 +260,7 @@ class ResultStore:
         folder = self.root / table
         files = sorted(p for p in folder.glob("compacted-*.parquet") if is_compacted(p)) if folder.is_dir() else []
         stamp = tuple((p.name, p.stat().st_mtime_ns) for p in files)
-        caches = self.__dict__.setdefault("_compacted_cache", {})
-        cached = caches.get(table)
+        cached = self._compacted_cache.get(table)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         index: dict[str, tuple[str, str]] = {}
@@ -273,7 +273,7 @@ class ResultStore:
                                      "moves it aside)") from None
             for m, c in zip(ids["model_id"], ids["config_id"], strict=True):
                 index[file_key(m, c)] = (m, c)
-        caches[table] = (stamp, index)
+        self._compacted_cache[table] = (stamp, index)
         return index
 
     # -- read back -----------------------------------------------------------------------------

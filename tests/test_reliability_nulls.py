@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pyarrow as pa
@@ -161,6 +162,19 @@ def test_compaction_merges_the_twins_and_every_read_is_unchanged(twins, tmp_path
     verify_ok(root)
     assert main(["compact", str(root)]) == 0  # nothing left to merge: still one copy
     assert null_results(root) == twins[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["compact:moved:null_neurons", "compact:deleted:null_neurons"])
+def test_sigkill_while_compacting_the_twins(point: str, twins, tmp_path: Path) -> None:
+    """Killed between the twins' renames and deletes (both copies on disk): the next writer finishes it."""
+    root = copy_of(twins, tmp_path)
+    killed = cli("compact", str(root), env={"PANS_FAULT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert main(["compact", str(root)]) == 0
+    assert results(root) == twins[1] and null_results(root) == twins[2]
+    assert all(is_compacted(p) for p in (root / "null_neurons").glob("*.parquet"))
+    verify_ok(root)
 
 
 # -- two trained tags of one architecture share a twin ----------------------------------------------
