@@ -2,13 +2,15 @@
 
 A survey writes one small file per model per table; thousands of them make every query open
 thousands of files. Compaction rewrites the ``neurons``, ``layers`` and ``models`` files of
-*done* models (their ``models`` file exists) into ``compacted-<id>-<n>.parquet`` files with
-row groups of ``row_group_rows`` rows, and removes the small ones. Queries read the same glob
+*done* models (their ``models`` file exists), and the ``null_neurons`` files of the null twins
+a done model names (one per architecture, shared by its tags), into ``compacted-<id>-<n>.parquet``
+files with row groups of ``row_group_rows`` rows, and removes the small ones. Queries read the same glob
 (``DIR/<table>/*.parquet``) and get the same rows. ``failures``, ``runs`` and ``impact`` stay
 as they are (small, and rewritten in place by later runs).
 
 Resume keeps working: the compacted ``models`` files still list every ``(model_id, config_id)``
-and :meth:`pipeline.store.ResultStore.done_keys` reads them (the done-index).
+and :meth:`pipeline.store.ResultStore.done_keys` reads them (the done-index); a compacted twin is
+found by :meth:`pipeline.store.ResultStore.null_counts` and never written a second time.
 
 Crash safety. Compaction holds the folder's writer lock (:mod:`pipeline.folder_lock`), so no
 survey, detect or impact writes while it runs (and it does not start while one does). The merged
@@ -19,7 +21,7 @@ journal leaves the folder untouched (the staging folder is dropped next time); a
 is rolled forward by the next writer on the folder (``pans compact``, ``survey``, ``detect``,
 ``impact``, ``verify --repair``). Only during the few milliseconds between a table's renames and
 its deletes can a reader see a model's rows twice. Files of unfinished models (an interrupted
-run) are never compacted: a resumed survey rewrites them. Fault-injection points
+run) and twins no done model names are never compacted: a resumed survey rewrites them. Fault-injection points
 (:mod:`pipeline.faults`): ``compact:staged``, ``compact:journal``, ``compact:moved:<table>``,
 ``compact:deleted:<table>``.
 """
@@ -42,9 +44,12 @@ from pipeline.errors import PanSurveyError
 from pipeline.faults import fault_point
 from pipeline.folder_lock import FolderBusy, writer_lock
 from pipeline.schema import TABLES
-from pipeline.store import MODEL_TABLES, durable_write, fsync_path, is_compacted
+from pipeline.store import MODEL_TABLES, ResultStore, durable_write, fsync_path, is_compacted, null_key
 
 STAGING = ".compact"
+#: Tables compacted, in the order their moves are applied: a twin before the models naming it,
+#: the done-marker (``models``) last, as a model is written.
+COMPACTED_TABLES = ("null_neurons", *MODEL_TABLES)
 DEFAULT_ROW_GROUP_ROWS = 250_000  # within the 100k-1M that keeps DuckDB scans parallel and cheap
 DEFAULT_FILE_ROWS = 4_000_000
 #: Write-aside files (``.NAME.parquet.XXXX.tmp``) older than this are leftovers of a killed writer.
@@ -118,8 +123,10 @@ def compact(
         cid = uuid.uuid4().hex[:12]
         stage = root / STAGING / cid
         journal: dict[str, object] = {"id": cid, "tables": {}}
-        for table in MODEL_TABLES:  # models last: done keys stay visible throughout
-            inputs = [f for k in done if (f := root / table / f"{k}.parquet").is_file()]
+        twins = _named_twins(root, done)
+        for table in COMPACTED_TABLES:  # models last: done keys stay visible throughout
+            keys = twins if table == "null_neurons" else done
+            inputs = [f for k in keys if (f := root / table / f"{k}.parquet").is_file()]
             _check_readable(root, inputs)
             tr = report.tables.setdefault(table, TableReport(files_in=len(inputs)))
             outputs = _merge(inputs, table, stage / table, cid, row_group_rows, file_rows, tr)
@@ -127,7 +134,7 @@ def compact(
                 "moves": [[str(o.relative_to(root)), f"{table}/{o.name}"] for o in outputs],
                 "deletes": [str(f.relative_to(root)) for f in inputs],
             }
-        for table in MODEL_TABLES:  # the merged files are on disk before the journal points at them
+        for table in COMPACTED_TABLES:  # the merged files are on disk before the journal points at them
             for staged, _ in journal["tables"][table]["moves"]:  # type: ignore[index]
                 fsync_path(root / staged)
             if (stage / table).is_dir():
@@ -138,6 +145,22 @@ def compact(
         _apply(root, journal)
         shutil.rmtree(stage, ignore_errors=True)
         return report
+
+
+def _named_twins(root: Path, done: list[str]) -> list[str]:
+    """Keys of the per-twin ``null_neurons`` files named by a done model (own ``models`` files of
+    ``done``, or compacted ones) and not yet compacted themselves."""
+    models = [root / "models" / f"{k}.parquet" for k in done]
+    models += [p for p in sorted((root / "models").glob("compacted-*.parquet")) if is_compacted(p)]
+    _check_readable(root, models)
+    named: set[str] = set()
+    for path in models:
+        if "null_model_id" not in pq.read_schema(path).names:  # a folder older than the twin
+            continue
+        ids = pq.read_table(path, columns=["null_model_id", "config_id"]).to_pydict()
+        named.update(null_key(n, c) for n, c in zip(ids["null_model_id"], ids["config_id"], strict=True) if n)
+    compacted = ResultStore(root).compacted_index("null_neurons")
+    return sorted(k for k in named if k not in compacted and (root / "null_neurons" / f"{k}.parquet").is_file())
 
 
 def _check_readable(root: Path, files: list[Path]) -> None:
@@ -208,9 +231,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _apply(root: Path, journal: dict) -> None:
     """Do the journal's renames then deletes, table by table; idempotent, so a rerun finishes it."""
-    for table in MODEL_TABLES:
+    for table in COMPACTED_TABLES:
         step = journal["tables"].get(table)
-        if not step:
+        if not step or not (step["moves"] or step["deletes"]):  # nothing of it (an older folder may lack it)
             continue
         for staged, final in step["moves"]:
             if (root / staged).is_file():

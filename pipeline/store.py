@@ -143,6 +143,7 @@ class ResultStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
+        self._compacted_cache: dict[str, tuple[tuple, dict[str, tuple[str, str]]]] = {}  # table -> (stamp, index)
 
     def ensure(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -221,7 +222,9 @@ class ResultStore:
         twin = tables.get("null_neurons")
         if twin is not None:  # under the twin's own key, so every tag of the architecture finds it
             row = tables["models"].to_pylist()[0]
-            self.write("null_neurons", null_key(row["null_model_id"], row["config_id"]), twin)
+            nkey = null_key(row["null_model_id"], row["config_id"])
+            if nkey not in self.compacted_index("null_neurons"):  # a compacted twin is kept, never a second copy
+                self.write("null_neurons", nkey, twin)
         self._write_set({k: v for k, v in tables.items() if k != "null_neurons"}, key, MODEL_TABLES)
         return True
 
@@ -251,24 +254,26 @@ class ResultStore:
     def compacted_keys(self) -> set[str]:
         return set(self.compacted_index())
 
-    def compacted_index(self) -> dict[str, tuple[str, str]]:
-        """key -> (model_id, config_id) of models in compacted ``models`` files; cached until those change."""
-        folder = self.root / DONE_MARKER
+    def compacted_index(self, table: str = DONE_MARKER) -> dict[str, tuple[str, str]]:
+        """key -> (model_id, config_id) of the rows in ``table``'s compacted files (``models``: the
+        done-index; ``null_neurons``: the compacted twins, keyed by :func:`null_key`); cached until those change."""
+        folder = self.root / table
         files = sorted(p for p in folder.glob("compacted-*.parquet") if is_compacted(p)) if folder.is_dir() else []
         stamp = tuple((p.name, p.stat().st_mtime_ns) for p in files)
-        cached = getattr(self, "_compacted_cache", None)
+        cached = self._compacted_cache.get(table)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         index: dict[str, tuple[str, str]] = {}
         for p in files:
             try:
-                ids = pq.read_table(p, columns=["model_id", "config_id"]).to_pydict()
+                pairs = pq.read_table(p, columns=["model_id", "config_id"]).group_by(["model_id", "config_id"])
+                ids = pairs.aggregate([]).to_pydict()
             except (pa.ArrowException, OSError) as exc:
                 raise PanSurveyError(f"cannot read {p}: {_first_line(exc)} (pans verify {self.root} --repair "
                                      "moves it aside)") from None
             for m, c in zip(ids["model_id"], ids["config_id"], strict=True):
                 index[file_key(m, c)] = (m, c)
-        self._compacted_cache = (stamp, index)
+        self._compacted_cache[table] = (stamp, index)
         return index
 
     # -- read back -----------------------------------------------------------------------------
@@ -281,7 +286,10 @@ class ResultStore:
         ids = self.compacted_index().get(key)
         if ids is None:
             return None
-        model_id, cfg = ids
+        return self._compacted_rows(table, *ids)
+
+    def _compacted_rows(self, table: str, model_id: str, cfg: str) -> pa.Table:
+        """The rows of (``model_id``, ``cfg``) in ``table``'s compacted files."""
         parts = [
             pq.read_table(p, filters=[("model_id", "=", model_id), ("config_id", "=", cfg)])
             for p in sorted((self.root / table).glob("compacted-*.parquet"))
@@ -322,12 +330,28 @@ class ResultStore:
         return self.write("failures", key, table_from_rows("failures", [row]))
 
     def null_counts(self, null_model_id: str, cfg_id: str) -> tuple[int, int] | None:
-        """(PANs, padded neurons) of a null twin already in the folder, or None (resume reuses it)."""
-        path = self.path("null_neurons", null_key(null_model_id, cfg_id))
-        if not path.is_file():
+        """(PANs, padded neurons) of a null twin already in the folder, in its own file or a compacted
+        one, or None (resume reuses it)."""
+        key = null_key(null_model_id, cfg_id)
+        path = self.path("null_neurons", key)
+        if path.is_file():
+            t = pq.read_table(path, columns=["is_pan"])
+        elif key in self.compacted_index("null_neurons"):
+            t = self._compacted_rows("null_neurons", null_model_id, cfg_id)
+        else:
             return None
-        t = pq.read_table(path, columns=["is_pan"])
         return sum(bool(v) for v in t.column("is_pan").to_pylist()), t.num_rows
+
+    def null_model_ids(self, cfg_id: str) -> set[str]:
+        """Ids of the null twins the folder holds under one configuration (own files and compacted)."""
+        folder = self.root / "null_neurons"
+        ids = {m for m, c in self.compacted_index("null_neurons").values() if c == cfg_id}
+        for p in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            if not is_compacted(p) and p.stem.endswith(f"-{cfg_id}"):
+                with contextlib.suppress(pa.ArrowException, OSError):  # a broken file: the twin is measured again
+                    column = pq.read_table(p, columns=["model_id"]).column("model_id")
+                    ids.update(m for m in column.unique().to_pylist() if m is not None)
+        return ids
 
     def read(self, table: str) -> pa.Table:
         """All rows of one table (small folders, tests and summaries; use DuckDB for analysis)."""

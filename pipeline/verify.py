@@ -6,13 +6,18 @@ The invariants (each model exactly once, whatever happened to the folder):
 * each (model, config) is done at most once: one ``models`` row, and its rows of every other
   table come from one write (its own file, or one compaction);
 * a done model's ``neurons`` rows number its ``padded_neurons``, its ``layers`` rows its ``conv_layers``;
-* no orphan rows: no neurons or layers of a model that is not done, no impact rows of a model
-  that is not done, no ``impact_classes``/``impact_border`` file without its ``impact`` marker.
+* a done model that names a null twin (``null_model_id``, with ``null_padded_neurons``) finds the
+  twin's rows in ``null_neurons``, written once, numbering its ``null_padded_neurons``;
+* no orphan rows: no neurons or layers of a model that is not done, no twin that no done model
+  names, no impact rows of a model that is not done, no ``impact_classes``/``impact_border`` file
+  without its ``impact`` marker.
 
 ``--repair`` moves what breaks them into ``DIR/quarantine/<stamp>/<table>/`` (never deletes):
 whole files when all their rows are bad, otherwise the original file goes to quarantine and a
 copy without the bad rows takes its place. A model whose rows were taken out is no longer done,
-so the next run of the same command redoes it. Reads only pyarrow: no torch, no Ray.
+so the next run of the same command redoes it. A twin that is missing or miscounted is taken out
+with every model that names it (the rerun measures it again, once); a twin is taken out with the
+last model naming it. Reads only pyarrow: no torch, no Ray.
 """
 
 from __future__ import annotations
@@ -115,10 +120,11 @@ def verify(root: str | Path) -> VerifyReport:
     if not root.is_dir() or not is_results_folder(root):
         raise PanSurveyError(f"{root} is not a results folder (no models/ or runs/ in it)")
     report = VerifyReport(root)
-    extra = {"models": ["padded_neurons", "conv_layers"]}
+    extra = {"models": ["padded_neurons", "conv_layers", "null_model_id", "null_padded_neurons"]}
     # key -> group -> [(file, rows)]
     where: dict[str, dict[tuple, dict[str, list[tuple[Path, int]]]]] = {}
     counts: dict[tuple, tuple[int, int]] = {}
+    twins: dict[tuple, dict[tuple, int | None]] = defaultdict(dict)  # (twin, config) -> model -> null_padded
     for table in TABLES:
         stats = report.tables.setdefault(table, TableStats())
         index: dict[tuple, dict[str, list[tuple[Path, int]]]] = defaultdict(lambda: defaultdict(list))
@@ -140,11 +146,15 @@ def verify(root: str | Path) -> VerifyReport:
                         int(row.get("padded_neurons") or 0),
                         int(row.get("conv_layers") or 0),
                     )
+                    if row.get("null_model_id") is not None:
+                        twin = (row["null_model_id"], row["config_id"])
+                        twins[twin][(row["model_id"], row["config_id"])] = row.get("null_padded_neurons")
         where[table] = index
         for tmp in (root / table).glob(".*.tmp") if (root / table).is_dir() else []:
             report.notes.append(f"{tmp.relative_to(root)}: left by an interrupted write (ignored by every reader)")
 
     _check_models(report, where, counts)
+    _check_twins(report, where, twins)
     _check_impact(report, where)
     _check_unmarked_files(report)
     if (root / ".compact").is_dir() and any(p.is_dir() for p in (root / ".compact").iterdir()):
@@ -193,6 +203,48 @@ def _check_models(report: VerifyReport, where: dict, counts: dict[tuple, tuple[i
             report.problems.append(Problem(
                 "count", "neurons", f"{_name(pair)}: {got['neurons']} neuron rows for padded_neurons {padded}, "
                 f"{got['layers']} layer rows for conv_layers {layers} (a repair takes the model out: rerun redoes it)"))
+            for table in MODEL_TABLES:
+                _take(report, table, pair, where[table].get(pair, {}))
+
+
+def _taken_out(report: VerifyReport, key: tuple, groups: dict[str, list[tuple[Path, int]]]) -> bool:
+    """Every row of ``key`` in ``groups`` goes with a repair (whole files, or rows already marked)."""
+    return all(path in report.whole or key in report.rows.get(path, ()) for files in groups.values()
+               for path, _ in files)
+
+
+def _check_twins(report: VerifyReport, where: dict, twins: dict[tuple, dict[tuple, int | None]]) -> None:
+    """Each named null twin once in ``null_neurons``, its rows numbering ``null_padded_neurons``; no orphan twins."""
+    rows = where["null_neurons"]
+    staying = {twin: {m: n for m, n in models.items() if not _taken_out(report, m, where["models"].get(m, {}))}
+               for twin, models in twins.items()}
+    kept: dict[tuple, str] = {}
+    for twin, groups in rows.items():
+        if not staying.get(twin):
+            if not twins.get(twin):  # named by no model at all; else it goes with the last model naming it
+                files = ", ".join(sorted(str(p.relative_to(report.root)) for fs in groups.values() for p, _ in fs))
+                report.problems.append(Problem("orphan", "null_neurons", f"twin {_name(twin)}: no model row names "
+                                               f"it ({files}; an interrupted write)"))
+            _take(report, "null_neurons", twin, groups)
+            continue
+        keep = kept[twin] = sorted(groups, key=lambda g: (not g.startswith("compacted-"), g))[0]
+        others = {g: f for g, f in groups.items() if g != keep}
+        if others:
+            report.problems.append(Problem("duplicate", "null_neurons", f"twin {_name(twin)}: rows from "
+                                           f"{len(groups)} writes ({', '.join(sorted(groups))})"))
+            _take(report, "null_neurons", twin, others)
+    for twin, models in sorted(staying.items(), key=str):
+        got = sum(n for _, n in rows.get(twin, {}).get(kept.get(twin, ""), []))
+        wrong = sorted((m, padded) for m, padded in models.items() if padded is not None and padded != got)
+        if not wrong:
+            continue
+        (model, padded), more = wrong[0], len(wrong) - 1
+        report.problems.append(Problem(
+            "count", "null_neurons", f"{_name(model)}{f' and {more} more' if more else ''}: {got} rows of twin "
+            f"{twin[0]} for null_padded_neurons {padded} (a repair takes the twin out with the {len(models)} "
+            "model(s) naming it: rerun redoes them)"))
+        _take(report, "null_neurons", twin, rows.get(twin, {}))
+        for pair in models:
             for table in MODEL_TABLES:
                 _take(report, table, pair, where[table].get(pair, {}))
 

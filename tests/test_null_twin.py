@@ -193,6 +193,35 @@ def test_survey_measures_each_twin_once_and_hands_it_on_after_a_failure() -> Non
     assert nulls.parked == {"A": deque()} or not nulls.parked.get("A")
 
 
+def test_a_twin_already_in_the_folder_is_not_measured_again(tmp_path) -> None:
+    """Resume: a twin in the folder (own file, then compacted) is reused; one of another input size is not."""
+    from dataclasses import replace
+
+    from pipeline.compact import compact
+    from pipeline.runner import run_model
+    from pipeline.store import file_key, is_compacted
+    from pipeline.survey.driver import NullTwins
+
+    settings = DetectSettings(num_images=2, image_size=32, device="cpu")
+    ref = resolve_spec(f"py:{FACTORIES}:tiny_cnn")[0]
+    store = ResultStore(tmp_path / "res")
+    store.ensure()
+
+    def measures(settings: DetectSettings) -> bool:
+        nulls = NullTwins(settings, ResultStore(store.root))
+        job = _Job("a", nulls.group(ref))
+        assert nulls.dispatch(job) == [job]
+        return job.measure_null
+
+    assert measures(settings)  # an empty folder: the first model measures it
+    store.write_model(run_model(ref, settings), file_key(ref.model_id, settings.config_id))
+    assert not measures(settings)
+    assert measures(replace(settings, image_size=48))  # another twin (input size, config)
+    compact(store.root)
+    assert all(is_compacted(p) for p in (store.root / "null_neurons").glob("*.parquet"))
+    assert not measures(settings)
+
+
 @pytest.mark.ray
 def test_survey_writes_the_twin_and_fills_its_counts(ray_local, tmp_path) -> None:
     from pipeline.survey import SurveyOptions, run_survey

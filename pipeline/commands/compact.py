@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report.root}: merged the files of {report.models} models")
     for table, tr in report.tables.items():
         files = f"{tr.files_in:6d} files -> {tr.files_out} file(s)"
-        print(f"  {table:8s} {files}, {tr.rows:,} rows in {tr.row_groups} row group(s)")
+        print(f"  {table:12s} {files}, {tr.rows:,} rows in {tr.row_groups} row group(s)")
     return 0

@@ -166,7 +166,7 @@ class Survey:
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
         )
-        self.nulls = NullTwins(self.settings)
+        self.nulls = NullTwins(self.settings, self.store)
         for job in pending:
             job.null_group = self.nulls.group(job.ref)
         self.counts = Counts(total=len(pending))

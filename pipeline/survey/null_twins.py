@@ -19,11 +19,13 @@ class NullTwins:
     The first model of a group to reach detection measures the twin; the others of its group wait
     (fetched, holding no slot) and then run without it, the driver filling in the twin's counts. If
     that model fails, the next one measures the twin. A folder that already holds the twin's rows
-    (a resumed survey) gives its counts too.
+    (a resumed survey, a compacted folder) gives its counts: no model of that group measures it again.
     """
 
-    def __init__(self, settings: DetectSettings) -> None:
+    def __init__(self, settings: DetectSettings, store: ResultStore | None = None) -> None:
         self.settings = settings
+        self.store = store
+        self._stored: set[str] | None = None  # twin ids in the folder when the survey started
         self.known: dict[str, tuple[int, int, str | None]] = {}  # null_model_id -> pans, padded, method
         self.done_groups: set[str] = set()
         self.busy: dict[str, _Job] = {}
@@ -44,14 +46,27 @@ class NullTwins:
         g = job.null_group
         if g is None:
             return [job]
-        if g in self.done_groups:
-            job.measure_null = False
+        if g in self.done_groups or self.in_store(g):
+            self.done_groups.add(g)
+            job.measure_null = False  # if the stored twin is of another input size, complete() says so
             return [job]
         if g in self.busy and self.busy[g] is not job:
             self.parked.setdefault(g, deque()).append(job)
             return []
         self.busy[g], job.measure_null = job, True
         return [job]
+
+    def in_store(self, group: str) -> bool:
+        """The folder already holds a twin of ``group`` (of its input size, or of some size when the
+        model's own size is used: known only once it is loaded)."""
+        twin, sep, size = group.rpartition("|")
+        if self.store is None or not sep:
+            return False
+        if self._stored is None:
+            self._stored = self.store.null_model_ids(self.settings.config_id)
+        if size != "None":
+            return f"{twin}@{size}x{size}" in self._stored
+        return any(n.startswith(f"{twin}@") for n in self._stored)
 
     def measured(self, job: _Job) -> list[_Job]:
         """``job`` is written: when it measured its group's twin, release the models that waited."""
