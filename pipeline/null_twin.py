@@ -36,22 +36,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-#: How a twin's statistics are fitted to the probe; stored with the run's settings (provenance).
-RECALIBRATION = (
-    "running-stats: the probe's statistics (one batch: in the detection pass itself; else cumulative "
-    "average over train-mode passes); else LSUV unit variance"
-)
-#: Bumped when the twin's construction or recalibration changes the numbers
-#: (2: a --random-init model is fitted exactly as its twin is, by :func:`fitted_to_probe`).
-NULL_VERSION = "2"
-
-
-def null_settings() -> dict[str, Any]:
-    """The twin's settings as they go into a run's stored config (and its config id)."""
-    from pipeline.sources import INIT_SEED
-
-    return {"seed": INIT_SEED, "recalibration": RECALIBRATION, "version": NULL_VERSION}
-
+from pipeline.settings import NULL_VERSION, RECALIBRATION, null_settings  # noqa: F401  (defined there: no torch)
 
 # -- 1. build ---------------------------------------------------------------------------------
 

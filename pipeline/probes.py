@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ProbeError
 from pipeline.registry import Registry
 from pipeline.sources.base import Preprocess
+
+if TYPE_CHECKING:  # imported where a probe is made: checking a probe's name or folder needs no torch
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -42,7 +45,7 @@ SKIMAGE_PHOTOS = (
     "retina.jpg",
 )
 
-ProbeFactory = Callable[[int, Preprocess, int], torch.Tensor]
+ProbeFactory = Callable[[int, Preprocess, int], "torch.Tensor"]
 PROBES: Registry[ProbeFactory] = Registry("probe")
 
 _INTERP = {
@@ -56,6 +59,8 @@ _INTERP = {
 
 
 def normalise(batch: torch.Tensor, pp: Preprocess) -> torch.Tensor:
+    import torch
+
     mean = torch.tensor(pp.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(pp.std, dtype=torch.float32).view(1, -1, 1, 1)
     return (batch - mean) / std
@@ -65,6 +70,8 @@ def _to_tensor(
     img: Image.Image, pp: Preprocess, crop_box: tuple[float, float, float, float] | None = None
 ) -> torch.Tensor:
     """Resize (shorter side to size / crop_pct), centre-crop to the input size, to [0, 1] CHW."""
+    import torch
+
     channels, h, w = pp.input_size
     img = img.convert("RGB" if channels == 3 else "L")
     if crop_box is not None:  # a sub-window, for more distinct views of few photos
@@ -87,6 +94,8 @@ def _to_tensor(
 
 def _views(paths: list[Path], n: int, pp: Preprocess, seed: int) -> torch.Tensor:
     """``n`` images from ``paths``: each whole image first, then seeded crops and flips."""
+    import torch
+
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -121,6 +130,8 @@ def photo_probe(n: int, pp: Preprocess, seed: int) -> torch.Tensor:
 
 @PROBES.register("noise")
 def noise_probe(n: int, pp: Preprocess, seed: int) -> torch.Tensor:
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     return torch.randn((n, *pp.input_size), generator=gen)
 
@@ -128,6 +139,8 @@ def noise_probe(n: int, pp: Preprocess, seed: int) -> torch.Tensor:
 @PROBES.register("mean")
 def mean_probe(n: int, pp: Preprocess, seed: int) -> torch.Tensor:
     """The mean image plus faint noise (std 0.05 in normalised units) so no neuron is constant."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     return 0.05 * torch.randn((n, *pp.input_size), generator=gen)
 

@@ -60,6 +60,24 @@ class Settings(FromArgs):
         return config_id(self.result_settings())
 
 
+#: How a null twin's statistics are fitted to the probe (pipeline/null_twin.py); stored with the run's
+#: settings (provenance). Kept here, not there, so that a config id needs no torch.
+RECALIBRATION = (
+    "running-stats: the probe's statistics (one batch: in the detection pass itself; else cumulative "
+    "average over train-mode passes); else LSUV unit variance"
+)
+#: Bumped when the twin's construction or recalibration changes the numbers
+#: (2: a --random-init model is fitted exactly as its twin is, by :func:`fitted_to_probe`).
+NULL_VERSION = "2"
+
+
+def null_settings() -> dict[str, Any]:
+    """The twin's settings as they go into a run's stored config (and its config id)."""
+    from pipeline.sources import INIT_SEED
+
+    return {"seed": INIT_SEED, "recalibration": RECALIBRATION, "version": NULL_VERSION}
+
+
 @dataclass(frozen=True)
 class DetectSettings(Settings):
     probe: str = "photos"  # photos | noise | mean | PATH to an image folder
@@ -77,8 +95,6 @@ class DetectSettings(Settings):
     def result_settings(self) -> dict[str, Any]:
         """The settings that determine the stored numbers, with the detector version and how the null
         twin (and a --random-init model, which is one) is built and recalibrated."""
-        from pipeline.null_twin import null_settings
-
         return {**super().result_settings(), "null_twin": null_settings()}
 
     @property
@@ -92,10 +108,13 @@ class DetectSettings(Settings):
         and the device: fully on an ``embedded`` runtime (this machine is the cluster), by syntax
         only when joining a cluster (its nodes may have GPUs this driver lacks).
         """
-        from pipeline.detect.core import check_device, resolve_device
         from pipeline.probes import check_probe
 
         check_probe(self.probe)
+        if self.device in ("auto", "cpu"):  # valid anywhere: no torch import (a survey starts Ray meanwhile)
+            return
+        from pipeline.detect.core import check_device, resolve_device
+
         if embedded:
             resolve_device(self.device)
         else:

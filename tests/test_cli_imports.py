@@ -77,3 +77,23 @@ def test_reading_commands_do_not_import_torch_timm_or_ray(tmp_path: Path) -> Non
 def test_help_of_every_command_does_not_import_torch_timm_or_ray() -> None:
     for name in ["--help", *(f"{command} --help" for command in COMMANDS.names())]:
         assert _heavy_modules_after(name.split()) == [], name
+
+
+def test_a_survey_driver_reaches_ray_start_without_torch() -> None:
+    # `pans survey` starts Ray while the specs resolve (importing timm and torch takes seconds on a
+    # small machine); anything on the way that imports torch first (a config id, a settings check, the
+    # sources registry, the probe check) makes the two one after the other again.
+    code = """
+import json, sys
+from pipeline.settings import DetectSettings
+from pipeline.survey.driver import run_survey
+from pipeline.survey.records import SurveyOptions
+s = DetectSettings()
+s.check(embedded=True)
+SurveyOptions().check()
+_ = s.config_id
+print(json.dumps([m for m in ("torch", "timm") if m in sys.modules]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

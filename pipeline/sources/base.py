@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.registry import Registry
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 #: Model-id suffix of untrained weights, so untrained results never mix with trained ones.
 RANDOM_SUFFIX = "@random-init"

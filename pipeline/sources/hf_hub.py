@@ -7,14 +7,15 @@ fetched at the *same commit*, so a repository updated between the two requests c
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UnknownModelError
 from pipeline.sources import hub_download
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, register_source
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Source, portable_path, register_source, sha256_file
 from pipeline.sources.hub_download import WEIGHT_FILES
 from pipeline.sources.timm_export import build_from_export, export_info, load_export, read_config
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 @register_source("local-dir")

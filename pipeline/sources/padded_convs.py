@@ -6,18 +6,17 @@ A survey lists every model a spec names; a ViT with a patchify stem (no padding)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:  # every function here takes a built model, so torch is imported by then
+    import torch.nn as nn
 
-#: Explicit padding modules of torch (ZeroPad2d is a ConstantPad2d).
-_TORCH_PADS: tuple[type[nn.Module], ...] = (
-    nn.ConstantPad2d,
-    nn.ZeroPad2d,
-    nn.ReflectionPad2d,
-    nn.ReplicationPad2d,
-    nn.CircularPad2d,
-)
+
+def _torch_pads() -> tuple[type[nn.Module], ...]:
+    """Explicit padding modules of torch (ZeroPad2d is a ConstantPad2d)."""
+    import torch.nn as nn
+
+    return (nn.ConstantPad2d, nn.ZeroPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
 
 
 def _pairs(value: Any) -> tuple[int, ...]:
@@ -26,6 +25,8 @@ def _pairs(value: Any) -> tuple[int, ...]:
 
 def _is_conv(module: nn.Module) -> bool:
     """nn.Conv2d and look-alikes (timm's CondConv2d): a 4-d weight plus kernel/stride/padding."""
+    import torch.nn as nn
+
     if isinstance(module, nn.Conv2d):
         return True
     weight = getattr(module, "weight", None)
@@ -57,7 +58,7 @@ def conv_pads(module: nn.Module) -> bool:
 
 
 def _is_pad_module(module: nn.Module) -> bool:
-    if isinstance(module, _TORCH_PADS):
+    if isinstance(module, _torch_pads()):
         return any(int(p) != 0 for p in module.padding)
     name = type(module).__name__
     return name.startswith("Pad") and "pad" in type(module).__module__.lower()

@@ -12,9 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources.base import (
@@ -27,6 +25,9 @@ from pipeline.sources.base import (
     register_source,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 def _split(name: str) -> tuple[Path, str]:
@@ -71,6 +72,8 @@ class PyFileSource(Source):
             model = factory()
         except Exception as exc:
             raise ModelLoadError(f"py:{ref.name}: {func_name}() raised {type(exc).__name__}: {one_line(exc)}") from exc
+        import torch.nn as nn
+
         if not isinstance(model, nn.Module):
             raise ModelLoadError(f"py:{ref.name}: {func_name}() returned {type(model).__name__}, not a torch nn.Module")
         return model

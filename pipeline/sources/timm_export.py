@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ModelLoadError, one_line
 from pipeline.sources.base import LoadedModel, ModelInfo, ModelRef, Preprocess
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 def read_config(path: str | Path, label: str) -> dict[str, Any]:

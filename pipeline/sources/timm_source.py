@@ -10,13 +10,14 @@ verified by :mod:`pipeline.sources.hub_download`), or for a few old models from 
 from __future__ import annotations
 
 import difflib
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import hub_download, urlfetch
 from pipeline.sources.base import RANDOM_SUFFIX, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 _WILDCARD = set("*?[")
 

@@ -10,14 +10,14 @@ their metadata. Files live in torch's cache (``$TORCH_HOME/hub/checkpoints``); s
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
 from pipeline.sources import urlfetch
 from pipeline.sources.base import RANDOM_SUFFIX, LoadedModel, ModelInfo, ModelRef, Preprocess, Source, register_source
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 def _models() -> list[str]:
@@ -141,6 +141,8 @@ class TorchvisionSource(Source):
         fetched = fetched or self.fetch(ref)
         if ref.pretrained:
             try:
+                import torch
+
                 state = torch.load(fetched["path"], map_location="cpu", weights_only=True)  # never a pickle
                 model.load_state_dict(state, strict=True)
             except Exception as exc:
