@@ -315,3 +315,26 @@ def test_the_one_pass_fit_measures_what_recalibration_does_and_keeps_the_statist
     for m, r in zip(norms, ref_norms, strict=True):
         torch.testing.assert_close(m.running_mean, r.running_mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(m.running_var, r.running_var, rtol=1e-4, atol=1e-5)
+
+
+def test_the_one_pass_fit_takes_a_model_with_a_five_dimensional_parameter() -> None:
+    # On CPU the fit runs a BatchNorm net channels-last; Module.to(memory_format=...) raises on a 5-d
+    # parameter (timm's lambda layers: lambda_resnet26t failed in the one-per-family zoo run).
+    from pipeline.null_twin import fitted_to_probe
+
+    class Lambdaish(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.pos = nn.Parameter(torch.zeros(1, 1, 8, 4, 4))  # rank 5
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) + self.pos.sum()
+
+    torch.manual_seed(0)
+    net, images = Lambdaish(), torch.randn(4, 3, 16, 16)
+    with fitted_to_probe(net, images, batch_size=4) as how:
+        result = detect_pans(net, images, device="cpu")
+    assert how.method == "running_stats" and result.summary["padded_neurons"] == 8
+    assert net.conv.weight.is_contiguous(memory_format=torch.channels_last) and net.pos.dim() == 5
