@@ -460,10 +460,12 @@ class Survey:
                 other.overtaken += 1
 
     def _starving(self, slots: int) -> bool:
-        """A queued model that later ones keep overtaking (it needs more memory than the running ones
-        leave; Ray starts whatever fits): admit nothing new until it starts. Without this a model
-        needing a whole node waits behind an endless stream of small ones (measured: cait_xs24_384
-        in the one-per-family zoo run waited 900 s, its start timeout, then failed)."""
+        """A queued model that later ones keep overtaking: admit nothing new until it starts.
+
+        Ray starts whatever fits, scheduling class by scheduling class (each memory request is a
+        class of its own), so nothing stops one model from being passed over for ever: one needing
+        most of a node, or just one whose class keeps losing (measured: cait_xs24_384 in the
+        one-per-family zoo run waited 900 s, its start timeout, while ~200 later models ran)."""
         return any(j.started is None and j.overtaken >= max(1, slots) for j in self.detecting.values())
 
     def _enforce_timeouts(self) -> None:
