@@ -10,7 +10,9 @@ Prints numbers; asserts nothing. Random-init timm models (no hub needed) unless 
 Goals (issue 4): speedup >= 1.6x on 2 cores, fixed overhead <= 0.5 s per model, and with a
 throttled hub the wall time within 10% of max(total download, total compute). Issue 11: a cold
 survey (Ray start included) <= the faster loop + 5 s, warm >= 1.0x the faster of the 1- and
-2-thread loops, fixed overhead <= 0.15 s per model; `speed` prints them side by side in one run.
+2-thread loops, fixed overhead <= 0.15 s per model; `speed` prints them side by side in one run,
+and the same cold comparison from a cold shell (the loop as a script of its own against the
+`pans survey` command, each a fresh process).
 """
 
 from __future__ import annotations
