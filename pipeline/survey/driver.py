@@ -94,7 +94,6 @@ class Survey:
         on_event: Callable[[str, ModelRecord], None] | None = None,
         impact: ImpactSettings | None = None,
         log: SurveyLog | None = None,
-        warm_up: list[Any] | None = None,
     ) -> None:
         self.store = store
         self.log = log
@@ -105,7 +104,6 @@ class Survey:
         self.progress = progress
         self.on_event = on_event
         self.records: list[ModelRecord] = []
-        self.warm_up = warm_up or []  # import tasks already sent to the detect workers (see warmup.py)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -154,8 +152,7 @@ class Survey:
         from pipeline.survey.admission import Admission
         from pipeline.survey.board import StartBoard
         from pipeline.survey.placement import FetchPlacement
-        from pipeline.survey.runtime import detect_slots, gpu_share
-        from pipeline.survey.warmup import warm_workers
+        from pipeline.survey.runtime import gpu_share
 
         gpus = gpu_share(self.options.gpus_per_model)
         cpus = self.options.cpus_per_model
@@ -173,8 +170,6 @@ class Survey:
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
         self.placement = FetchPlacement(gpus, cpus)
-        if not self.warm_up:  # the runtime was up before this run (see _start_runtime)
-            self.warm_up = warm_workers(detect_slots(gpus, cpus), gpus, cpus)  # imports overlap the first fetches
         # The board lives on the driver's node: it must outlive any worker node.
         here = ray.get_runtime_context().get_node_id()
         self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
@@ -248,10 +243,7 @@ class Survey:
         return job
 
     def _admit_and_fetch(self, job: _Job) -> None:
-        """Estimate the model's memory; one that no node can hold is a failure now, never a task."""
-        if job.admitted is None:
-            self.admission.refresh()
-            job.admitted = self.admission.admit(job.ref, job.settings)
+        """A model estimated by :meth:`_costliest`: one that no node can hold is a failure now, never a task."""
         est, job.gpus, refused = job.admitted
         job.memory = est.host_bytes
         if refused is not None:
@@ -621,7 +613,7 @@ def _run_locked(
             progress = running.enter_context(
                 contextlib.closing(make_progress(options.progress, len(todo), log.terminal, log=log.path))
             )
-            survey = Survey(store, settings, options, run_id, progress, on_event, impact, log, runtime.warm_up)
+            survey = Survey(store, settings, options, run_id, progress, on_event, impact, log)
             records += survey.run(todo)
     summary = SurveySummary(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
