@@ -2,7 +2,9 @@
 
 Prints, for timm resnet50 at 224 px and batch 16 by default:
 - time ratio: detect_pans wall time / plain forward wall time, best of ``--repeats``
-  (goal <= 1.2; floor 1.0), for every mode in ``TIMED`` (add a mode to ``MODES`` in the child
+  (goal <= 1.2; floor 1.0), for every mode in ``TIMED``; the plain forward is the faster of NCHW and
+  channels-last weights (detection runs a BatchNorm net channels-last on CPU: pipeline/detect/layout.py,
+  so the baseline gets the same layout; the NCHW ratio is printed beside it) (add a mode to ``MODES`` in the child
   script and to ``TIMED`` here to time it side by side as well),
 - peak memory ratio: peak RSS growth during detection / during the plain forward (goal <= 1.2),
 - live tensor peak ratio: the same from torch.profiler's allocation records (exact bytes of live
@@ -43,13 +45,21 @@ x = torch.randn(batch, 3, size, size)
 def rss():  # current resident set size in MiB
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-def forward(images):
+# The plain forward in both memory layouts, each on a model of its own (detection converts its model
+# in place: pipeline/detect/layout.py); the baseline is the faster of the two.
+plain = {"forward": model if what != "time" else timm.create_model(name, pretrained=False).eval()}
+if what == "time" or mode == "forward_cl":
+    plain["forward_cl"] = timm.create_model(name, pretrained=False).eval()
+    for p in plain["forward_cl"].parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+def forward(images, layout="forward"):
     with torch.no_grad():
-        model(images)
+        plain[layout](images)
 def detect(images):
     detect_pans(model, images, batch_size=batch, device="cpu")
 # What can be timed: one entry per mode (add one here, and its name to TIMED in the parent).
-MODES = {"forward": forward, "detect": detect}
+MODES = {"forward": forward, "forward_cl": lambda images: forward(images, "forward_cl"), "detect": detect}
 def run(images, mode=mode):
     MODES[mode](images)
 if what == "time":  # all modes in one process, interleaved, so a change of machine load hits all
@@ -123,16 +133,21 @@ model = timm.create_model(name, pretrained=False).eval()
 ref = ModelRef(f"timm:{name}", "timm", name)
 settings = DetectSettings(batch_size=batch, num_images=batch, device="cpu")
 x = torch.randn(batch, 3, size, size)
+plain = {"forward": timm.create_model(name, pretrained=False).eval()}
+plain["forward_cl"] = timm.create_model(name, pretrained=False).eval()
+for p in plain["forward_cl"].parameters():
+    if p.dim() == 4:
+        p.data = p.data.contiguous(memory_format=torch.channels_last)
 def run(images, mode):
-    if mode == "forward":
+    if mode in plain:
         with torch.no_grad():
-            model(images)
+            plain[mode](images)
     elif mode == "detect":
         detect_pans(model, images, batch_size=batch, device="cpu")
     else:
         detect_pans(model, images, batch_size=batch, device="cpu")
         measure_null(ref, images, settings)
-modes = ("forward", "detect", "detect+null")
+modes = ("forward", "forward_cl", "detect", "detect+null")
 for m in modes:
     run(x[:2], m)
 times = {m: [] for m in modes}
@@ -151,9 +166,11 @@ def null_twin_time(args: argparse.Namespace) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     t = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"null twin run: forward {t['forward']:.3f} s, detect {t['detect']:.3f} s, "
-          f"detect + null twin {t['detect+null']:.3f} s")
-    print(f"time ratio      {t['detect+null'] / t['forward']:.3f}   (detect + null twin / forward; goal <= 2.4)")
+    best = min(t["forward"], t["forward_cl"])
+    print(f"null twin run: forward {t['forward']:.3f} s (channels-last {t['forward_cl']:.3f} s), "
+          f"detect {t['detect']:.3f} s, detect + null twin {t['detect+null']:.3f} s")
+    print(f"time ratio      {t['detect+null'] / best:.3f}   (detect + null twin / the faster forward; goal <= 2.4)"
+          f"   against the NCHW forward {t['detect+null'] / t['forward']:.3f}")
 
 
 def main() -> None:
@@ -167,18 +184,26 @@ def main() -> None:
     parser.add_argument("--no-null", action="store_true", help="skip the detect + null twin timing")
     args = parser.parse_args()
     fixed = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-    t = measure("time", ",".join(["forward", *TIMED]), args)
+    t = measure("time", ",".join(["forward", "forward_cl", *TIMED]), args)
     fwd_m, det_m = measure("rss", "forward", args, fixed), measure("rss", "detect", args, fixed)
-    mem_ratio = growth(det_m) / max(growth(fwd_m), 1e-9)
+    cl_m = measure("rss", "forward_cl", args, fixed)
+    # The baseline is the best plain forward: the faster layout (a BatchNorm CNN runs 0.7-0.9x
+    # channels-last on CPU, as detection does), the smaller memory growth.
+    best = "forward_cl" if t["forward_cl"] < t["forward"] else "forward"
+    base_growth = min(growth(fwd_m), growth(cl_m))
+    mem_ratio = growth(det_m) / max(base_growth, 1e-9)
     print(f"model {args.model}, batch {args.batch}, {args.size} px, CPU, {t['threads']} torch threads, "
           f"best of {args.repeats}, one process, modes interleaved")
-    print(f"plain forward   {t['forward']:.3f} s   peak RSS growth {growth(fwd_m):.0f} MiB")
+    print(f"plain forward   {t['forward']:.3f} s   peak RSS growth {growth(fwd_m):.0f} MiB   (NCHW)")
+    print(f"plain forward   {t['forward_cl']:.3f} s   peak RSS growth {growth(cl_m):.0f} MiB   (channels-last weights)")
     print(f"detect_pans     {t['detect']:.3f} s   peak RSS growth {growth(det_m):.0f} MiB")
     for mode, goal in TIMED.items():
-        print(f"time ratio      {mode} / forward {t[mode] / t['forward']:.3f}   (goal <= {goal})")
-        print(f"  CPU-time ratio {t['cpu'][mode] / t['cpu']['forward']:.3f}   (process CPU time, all threads: "
+        print(f"time ratio      {mode} / the faster forward {t[mode] / t[best]:.3f}   (goal <= {goal})"
+              f"   against the NCHW forward {t[mode] / t['forward']:.3f}")
+        print(f"  CPU-time ratio {t['cpu'][mode] / t['cpu'][best]:.3f}   (process CPU time, all threads: "
               "a cross-check on a busy machine, not the goal)")
-    print(f"memory ratio    {mem_ratio:.3f}   (peak RSS growth over base, fixed mmap threshold; goal <= 1.2)")
+    print(f"memory ratio    {mem_ratio:.3f}   (peak RSS growth over base, fixed mmap threshold, against the smaller "
+          "of the two forwards; goal <= 1.2)")
     if not args.no_profile:
         fwd_p, det_p = measure("profile", "forward", args), measure("profile", "detect", args)
         ratio = det_p["live_peak_mib"] / max(fwd_p["live_peak_mib"], 1e-9)

@@ -162,11 +162,14 @@ def fitted_to_probe(
     (dropout and drop-path stay off), so the detection pass normalises with the probe's statistics
     and stores them (cumulative average, torch's ``momentum=None``), which is what :func:`recalibrate`
     computes in a separate pass; afterwards (impact experiments on a random-init model) the model
-    normalises with those stored statistics in eval mode; on CPU the model is converted to channels-last
-    (the memory format in which these statistics cost least). Otherwise (several batches, other running
-    norms, LSUV) :func:`recalibrate` runs first. The model is left in eval mode on ``device``.
+    normalises with those stored statistics in eval mode. Otherwise (several batches, other running
+    norms, LSUV) :func:`recalibrate` runs first. The model is left in eval mode on ``device``, in the
+    layout detection runs it in (:mod:`pipeline.detect.layout`: on CPU a BatchNorm net is channels-last,
+    where the probe's statistics cost almost nothing: resnet50 264 ms in NCHW, 101 ms in eval mode).
     """
-    model.eval().to(device)
+    from pipeline.detect.layout import to_fastest_layout
+
+    to_fastest_layout(model.eval().to(device), torch.device(device))
     norms = running_stat_norms(model)
     one_pass = (
         images.shape[0] <= batch_size
@@ -176,15 +179,6 @@ def fitted_to_probe(
     if not one_pass:
         yield recalibrate(model, images, batch_size=batch_size, device=device)
         return
-    if torch.device(device).type == "cpu":
-        # Train-mode BatchNorm computes the statistics of its input: on CPU that is 2.6x the eval-mode
-        # cost on NCHW maps (resnet50: 264 against 101 ms) and close to free on channels-last ones,
-        # where the convolutions are faster too (fit + detection: 0.77-0.87x the NCHW time on resnet50,
-        # mobilenetv3, efficientnet_b0, regnetx; z-scores equal to 2e-5). Only here: a model without
-        # BatchNorms (convnext: 1.03x) gains nothing.
-        for p in model.parameters():  # convolution weights; not Module.to, which fails on a 5-d parameter
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
     saved = [(m, m.momentum) for m in norms]
     hooks = []
     for m in norms:

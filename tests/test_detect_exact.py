@@ -175,3 +175,46 @@ def test_scale_is_exact_when_the_mean_dwarfs_the_spread():
     for row in rows:
         assert row["scale"] == pytest.approx(float(expected[row["channel"]]), rel=1e-4), row["channel"]
         assert row["interior_mean"] == pytest.approx(float(y[:, row["channel"]].mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet"])
+def test_channels_last_layout_measures_what_nchw_measures(arch: str, monkeypatch: pytest.MonkeyPatch):
+    # On CPU a BatchNorm net is measured channels-last (pipeline/detect/layout.py); every strip,
+    # interior and kernel statistic must read the same numbers as in NCHW (a reduction or index that
+    # assumed contiguous NCHW memory would not).
+    import timm
+
+    import pipeline.detect.core as core
+
+    def measure(layout: bool) -> tuple[nn.Module, dict]:
+        torch.manual_seed(0)
+        net = timm.create_model(arch).train()
+        with torch.no_grad():  # BatchNorm statistics the net has seen, not the constructed 0 and 1
+            for _ in range(3):
+                net(torch.randn(8, 3, 64, 64))
+        if not layout:
+            monkeypatch.setattr(core, "to_fastest_layout", lambda model, device: model)
+        result = detect_pans(net, torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1)), device="cpu")
+        monkeypatch.undo()
+        return net, result.neurons.to_pydict()
+
+    cl_net, cl = measure(layout=True)
+    nchw_net, nchw = measure(layout=False)
+    convs = [m.weight for m in cl_net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(m.weight.is_contiguous() for m in nchw_net.modules() if isinstance(m, nn.Conv2d))
+    assert len(cl["layer"]) == len(nchw["layer"]) > 0
+    for col in ("scale", "interior_mean", *(f"{k}_z_{s}" for k in ("own", "obs") for s in SIDES)):
+        a = torch.tensor([v if v is not None else float("nan") for v in cl[col]])
+        b = torch.tensor([v if v is not None else float("nan") for v in nchw[col]])
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, equal_nan=True, msg=col)
+    assert cl["pan_sides"] == nchw["pan_sides"]
+
+
+def test_a_net_without_batchnorm_keeps_its_layout():
+    # Nets without BatchNorm gain nothing channels-last (convnext, ViTs), and some view their weights
+    # as contiguous: detection leaves them as they are.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1))
+    detect_pans(net, torch.randn(4, 3, 16, 16), device="cpu")
+    assert all(m.weight.is_contiguous() for m in net if isinstance(m, nn.Conv2d))

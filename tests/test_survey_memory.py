@@ -65,6 +65,21 @@ def test_estimate_counts_the_multiply_accumulates_of_convolutions_and_linear_lay
     assert big.macs == 4 * 16 * 64 * 64 * 3 * 9 + 4 * 16384 * 1024  # convolution: pixels too; linear: batch only
 
 
+@pytest.mark.parametrize("arch", ["test_efficientnet", "test_vit", "test_convnext", "test_nfnet"])
+def test_the_cheap_meta_estimate_equals_the_full_one(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The driver skips weight fills and shape-keeping ops on meta tensors (memory._cheap_on_meta);
+    # every number the estimate reads must be what the full meta build and forward give.
+    ref = resolve_spec(arch, random_init=True)[0]
+    settings = DetectSettings(batch_size=4, image_size=64)
+    cheap = memory.estimate(ref, settings)
+    monkeypatch.setattr(memory, "_cheap_on_meta", contextlib.nullcontext)
+    full = memory.estimate(ref, settings)
+    assert cheap.note is None and cheap.activation_bytes and cheap.macs
+    assert (cheap.params, cheap.weight_bytes, cheap.activation_bytes, cheap.macs, cheap.host_bytes) == (
+        full.params, full.weight_bytes, full.activation_bytes, full.macs, full.host_bytes
+    )
+
+
 class _KnownCosts:
     """Admission's answers for models of known cost (the driver's ordering, without Ray)."""
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from pipeline.detect.classify import classify, dead_mask, pan_rule
 from pipeline.detect.layer import REFERENCES, LayerInfo, LayerStats
+from pipeline.detect.layout import to_fastest_layout
 from pipeline.detect.tracer import ConvCall, ConvTracer
 from pipeline.errors import PanSurveyError
 from pipeline.schema import NEURONS, SIDES, table_from_rows
@@ -91,7 +92,8 @@ def detect_pans(
     """Measure every padded convolution of ``model`` on ``images`` (N, C, H, W, normalised).
 
     One forward pass per batch; statistics are reduced inside the pass. The model is put in
-    eval mode and moved to ``device``; it is left there.
+    eval mode and moved to ``device``, in the layout it runs fastest in there
+    (:mod:`pipeline.detect.layout`: a BatchNorm net's weights channels-last on CPU); it is left so.
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise PanSurveyError(f"probe must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
@@ -100,7 +102,7 @@ def detect_pans(
     if batch_size < 1:
         raise PanSurveyError("batch size must be at least 1")
     dev = resolve_device(device)
-    model.eval().to(dev)
+    to_fastest_layout(model.eval().to(dev), dev)
     recorder = _Recorder(dev, reference)
     started = time.perf_counter()
     with ConvTracer(model, recorder) as tracer:

@@ -108,7 +108,7 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
     try:
         with _time_limit(FORWARD_SECONDS):
             info = source.info(ref)
-            with torch.device("meta"):
+            with torch.device("meta"), _cheap_on_meta():
                 model = source.build(ref)
     except (Exception, _TooSlow) as exc:  # some architectures cannot be built on the meta device
         return MemoryEstimate(None, None, None, None, None, note=f"not estimated: {type(exc).__name__}")
@@ -126,6 +126,44 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
         host, device = host_weights + act_total, None
     note = None if activation is not None else "activations not estimated (meta forward failed)"
     return MemoryEstimate(params, weights, activation, max(MIN_BYTES, host) + TASK_BYTES, device, note, macs)
+
+
+#: Ops whose result on a meta tensor is that tensor, or a tensor of its shape, dtype and layout:
+#: weight initialisation (in-place fills) and elementwise normalisations and activations. On the
+#: meta device each one otherwise runs torch's Python decomposition (timm's ``trunc_normal_``:
+#: uniform, erfinv, mul, add, clamp; a BatchNorm: a dozen prims), which made the driver's estimate
+#: of the eight bench_survey speed models cost 1.3 s of CPU (docs/scaling.md has the figure now).
+#: Never ops that change a shape (``unsqueeze_``, ``resize_``, ``t_``).
+_FILLS = frozenset(
+    "uniform_ normal_ fill_ zero_ copy_ erfinv_ mul_ add_ sub_ div_ clamp_ clamp_min_ clamp_max_ "
+    "exp_ sqrt_ abs_ neg_ bernoulli_ random_ exponential_ log_normal_ cauchy_ geometric_ trunc_ "
+    "kaiming_uniform_ kaiming_normal_ xavier_uniform_ xavier_normal_ trunc_normal_ constant_ ones_ zeros_ "
+    "orthogonal_ eye_ dirac_ lecun_normal_ variance_scaling_".split()
+)
+_SAME_SHAPE = frozenset(
+    "batch_norm instance_norm layer_norm group_norm rms_norm relu relu_ relu6 gelu silu hardswish "
+    "hardsigmoid sigmoid tanh mish elu leaky_relu hardtanh dropout".split()
+)
+
+
+def _cheap_on_meta() -> Any:
+    """A torch function mode that answers :data:`_FILLS` and :data:`_SAME_SHAPE` on meta tensors
+    without running them (built on call: it imports torch)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class CheapOnMeta(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", "")
+            if name in _FILLS or name in _SAME_SHAPE:
+                # torch.nn.init's functions pass their tensor as a keyword (``tensor=``)
+                x = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+                if isinstance(x, torch.Tensor) and x.is_meta:
+                    return x if name in _FILLS else torch.empty_like(x)
+            return func(*args, **kwargs)
+
+    return CheapOnMeta()
 
 
 def _meta_forward(model: Any, shape: tuple[int, ...]) -> tuple[int | None, int | None]:
@@ -151,7 +189,7 @@ def _meta_forward(model: Any, shape: tuple[int, ...]) -> tuple[int | None, int |
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad(), _time_limit(FORWARD_SECONDS):
+        with torch.no_grad(), _time_limit(FORWARD_SECONDS), _cheap_on_meta():
             model.eval()(torch.empty(shape, device="meta"))
     except (Exception, _TooSlow):
         return None, None
