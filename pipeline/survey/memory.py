@@ -135,14 +135,68 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
 #: of the eight bench_survey speed models cost 1.3 s of CPU (docs/scaling.md has the figure now).
 #: Never ops that change a shape (``unsqueeze_``, ``resize_``, ``t_``).
 _FILLS = frozenset(
-    "uniform_ normal_ fill_ zero_ copy_ erfinv_ mul_ add_ sub_ div_ clamp_ clamp_min_ clamp_max_ "
-    "exp_ sqrt_ abs_ neg_ bernoulli_ random_ exponential_ log_normal_ cauchy_ geometric_ trunc_ "
-    "kaiming_uniform_ kaiming_normal_ xavier_uniform_ xavier_normal_ trunc_normal_ constant_ ones_ zeros_ "
-    "orthogonal_ eye_ dirac_ lecun_normal_ variance_scaling_".split()
+    [
+        "uniform_",
+        "normal_",
+        "fill_",
+        "zero_",
+        "copy_",
+        "erfinv_",
+        "mul_",
+        "add_",
+        "sub_",
+        "div_",
+        "clamp_",
+        "clamp_min_",
+        "clamp_max_",
+        "exp_",
+        "sqrt_",
+        "abs_",
+        "neg_",
+        "bernoulli_",
+        "random_",
+        "exponential_",
+        "log_normal_",
+        "cauchy_",
+        "geometric_",
+        "trunc_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "xavier_uniform_",
+        "xavier_normal_",
+        "trunc_normal_",
+        "constant_",
+        "ones_",
+        "zeros_",
+        "orthogonal_",
+        "eye_",
+        "dirac_",
+        "lecun_normal_",
+        "variance_scaling_",
+    ]
 )
 _SAME_SHAPE = frozenset(
-    "batch_norm instance_norm layer_norm group_norm rms_norm relu relu_ relu6 gelu silu hardswish "
-    "hardsigmoid sigmoid tanh mish elu leaky_relu hardtanh dropout".split()
+    [
+        "batch_norm",
+        "instance_norm",
+        "layer_norm",
+        "group_norm",
+        "rms_norm",
+        "relu",
+        "relu_",
+        "relu6",
+        "gelu",
+        "silu",
+        "hardswish",
+        "hardsigmoid",
+        "sigmoid",
+        "tanh",
+        "mish",
+        "elu",
+        "leaky_relu",
+        "hardtanh",
+        "dropout",
+    ]
 )
 
 
