@@ -196,13 +196,48 @@ def twin_rows(root: Path) -> tuple[int, list[dict]]:
     return ResultStore(root).read("null_neurons").num_rows, models
 
 
-def test_detect_compact_detect_keeps_one_twin(tags_offline, tmp_path: Path) -> None:
+def no_twin_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, measuring a null twin in this process fails the test."""
+
+    def measure(*_args, **_kwargs):
+        raise AssertionError("the null twin was measured again")
+
+    monkeypatch.setattr("pipeline.runner.measure_null_twin", measure)
+
+
+def test_detect_reuses_the_twin_another_tag_left_in_the_folder(tags_offline, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    """``pans detect`` of a second tag finds the first tag's twin in the folder: not measured, not written again."""
+    root = tmp_path / "d"
+    assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
+    (twin,) = (root / "null_neurons").glob("*.parquet")
+    written = twin.stat().st_mtime_ns, twin.read_bytes()
+    capsys.readouterr()
+    no_twin_measured(monkeypatch)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0
+    out = capsys.readouterr().out
+    rows, models = twin_rows(root)
+    a, b = models  # sorted: TAGS[0], TAGS[1]
+    assert b["model_id"] == TAGS[1] and b["null_model_id"] == a["null_model_id"] == f"timm:{ARCH}@random-init@32x32"
+    assert (b["null_pans"], b["null_padded_neurons"]) == (a["null_pans"], a["null_padded_neurons"])
+    assert a["null_seconds"] is not None and b["null_seconds"] is None  # A measured it, B did not
+    assert list((root / "null_neurons").glob("*.parquet")) == [twin]
+    assert (twin.stat().st_mtime_ns, twin.read_bytes()) == written  # not rewritten either
+    assert rows == a["null_padded_neurons"]
+    assert f"null twin (timm:{ARCH}@random-init@32x32, reused from {root})" in out, out
+    assert f"PANs {a['null_pans']} (" in out
+    verify_ok(root)
+
+
+def test_detect_compact_detect_keeps_one_twin(tags_offline, tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "d"
     assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
     assert main(["compact", str(root)]) == 0
-    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0  # measures the twin: must not write it again
+    no_twin_measured(monkeypatch)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0  # reuses the compacted twin
     rows, models = twin_rows(root)
     assert len(models) == 2 and models[0]["null_model_id"] == models[1]["null_model_id"]
+    assert models[1]["null_pans"] == models[0]["null_pans"] and models[1]["null_seconds"] is None
     assert rows == models[0]["null_padded_neurons"] == models[1]["null_padded_neurons"]
     assert [p for p in (root / "null_neurons").glob("*.parquet") if not is_compacted(p)] == []
     verify_ok(root)
