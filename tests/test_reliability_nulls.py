@@ -3,7 +3,8 @@
 ``pans verify`` finds a missing, miscounted, orphan or doubled twin and ``--repair`` undoes it the
 way it undoes the same problem in ``neurons``; ``pans compact`` merges the twins and every read gives
 the same numbers; a survey measures a twin shared by two trained tags once, and a resumed survey on
-a compacted folder does not measure it again. Real files, real CLI, real Ray.
+a compacted folder does not measure it again; ``pans detect`` of a second tag reuses the first one's
+twin from the folder (own file or compacted) unless it cannot read it. Real files, real CLI, real Ray.
 """
 
 from __future__ import annotations
@@ -226,6 +227,22 @@ def test_detect_reuses_the_twin_another_tag_left_in_the_folder(tags_offline, tmp
     assert rows == a["null_padded_neurons"]
     assert f"null twin (timm:{ARCH}@random-init@32x32, reused from {root})" in out, out
     assert f"PANs {a['null_pans']} (" in out
+    verify_ok(root)
+
+
+def test_detect_measures_again_a_stored_twin_it_cannot_read(tags_offline, tmp_path: Path) -> None:
+    """A broken twin file is not reused (nor a traceback): the next tag measures the twin and puts it back whole."""
+    root = tmp_path / "d"
+    assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
+    (twin,) = (root / "null_neurons").glob("*.parquet")
+    whole = twin.read_bytes()
+    twin.write_bytes(b"not parquet" * 10)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0
+    rows, (a, b) = twin_rows(root)
+    assert b["null_seconds"] is not None and (b["null_pans"], b["null_padded_neurons"]) == (
+        a["null_pans"], a["null_padded_neurons"])
+    assert list((root / "null_neurons").glob("*.parquet")) == [twin] and rows == a["null_padded_neurons"]
+    assert pq.read_table(twin).equals(pq.read_table(pa.BufferReader(whole)))  # the same twin, measured again
     verify_ok(root)
 
 
