@@ -7,7 +7,7 @@ far from normalised and the z-scores of some layers blow up (tf_efficientnet_lit
 fresh, 0 once its BatchNorm statistics are recalibrated; docs/calibration.md). So the twin is
 
 1. **built** with the source's own initialisation under a fixed seed, exactly as ``--random-init``
-   builds the model (:func:`pipeline.sources.load_model` on :func:`twin_ref`); sources without an
+   builds the model (:func:`pipeline.sources.load_model` on :func:`pipeline.sources.twin_ref`); sources without an
    init of their own (``py:``, ``local-dir:``) call every module's ``reset_parameters()``;
 2. **recalibrated** on the same probe the model is measured on (:func:`fitted_to_probe`, the one
    way for a twin and a ``--random-init`` model alike): every running-statistics norm (BatchNorm
@@ -37,15 +37,9 @@ import torch
 import torch.nn as nn
 
 from pipeline.settings import NULL_VERSION, RECALIBRATION, null_settings  # noqa: F401  (defined there: no torch)
+from pipeline.sources import load_model, null_model_id, twin_ref
 
 # -- 1. build ---------------------------------------------------------------------------------
-
-
-def twin_ref(ref: Any) -> Any:
-    """The ``--random-init`` ref of the same architecture (the ref itself when it already is one)."""
-    from pipeline.sources import random_init_ref
-
-    return ref if not ref.pretrained else random_init_ref(ref)
 
 
 def reset_all_parameters(model: nn.Module) -> nn.Module:
@@ -61,8 +55,6 @@ def reset_all_parameters(model: nn.Module) -> nn.Module:
 
 def build_twin(ref: Any, fetched: dict[str, Any] | None = None) -> Any:
     """Load the twin of ``ref`` (a :class:`LoadedModel`), built as ``--random-init`` builds it."""
-    from pipeline.sources import load_model
-
     return load_model(twin_ref(ref), fetched=fetched or None)
 
 
@@ -255,11 +247,6 @@ class NullTwin:
     padded_neurons: int
     recalibration: Recalibration
     seconds: float
-
-
-def null_model_id(ref: Any, image_h: int, image_w: int) -> str:
-    """The twin's id: what it depends on (architecture via the random-init ref, and input size)."""
-    return f"{twin_ref(ref).model_id}@{image_h}x{image_w}"
 
 
 def measure_null(

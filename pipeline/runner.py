@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -15,13 +16,16 @@ import pyarrow as pa
 from pipeline.detect import detect_pans
 from pipeline.detect.core import resolve_device
 from pipeline.errors import PanSurveyError
-from pipeline.null_twin import fitted_to_probe, null_model_id
+from pipeline.null_twin import fitted_to_probe
 from pipeline.null_twin import measure_null as measure_null_twin
 from pipeline.probes import make_probe, probe_label
 from pipeline.schema import table_from_rows
 from pipeline.settings import DetectSettings
-from pipeline.sources import LoadedModel, ModelRef, load_model
+from pipeline.sources import LoadedModel, ModelRef, load_model, null_model_id
 from pipeline.version import DETECTOR_VERSION, library_versions_json
+
+#: Looks a null twin up by its id where results are kept: its (PANs, padded neurons), or None.
+StoredNull = Callable[[str], tuple[int, int] | None]
 
 
 def detect_loaded(
@@ -32,13 +36,18 @@ def detect_loaded(
     run_id: str | None = None,
     fetched: dict[str, Any] | None = None,
     measure_null: bool = True,
+    stored_null: StoredNull | None = None,
 ) -> dict[str, pa.Table]:
     """Detect PANs in an already loaded model; returns the neurons, layers and models tables.
 
     With ``settings.null`` a trained model also gets its null twin (:mod:`pipeline.null_twin`):
     ``models.null_*`` columns and a ``null_neurons`` table. ``measure_null=False`` (a survey that
     has measured or is measuring this architecture's twin elsewhere) names the twin only; the
-    survey driver fills in its counts. A ``--random-init`` model is a twin itself: its own
+    survey driver fills in its counts. ``stored_null`` (``pans detect``: the results folder's
+    :meth:`~pipeline.store.ResultStore.null_counts`) is asked for the twin by its id, known only
+    here (the input size may be the model's own): a twin it knows is not measured again, its counts
+    fill the row (``null_seconds`` NULL: not measured here) and no ``null_neurons`` table is returned.
+    A ``--random-init`` model is a twin itself: its own
     statistics are fitted to the probe as a twin's are (:func:`fitted_to_probe`), and it gets no second twin.
     """
     pp = loaded.preprocess.with_image_size(settings.image_size)
@@ -66,8 +75,11 @@ def detect_loaded(
     _check_measured(loaded.model_id, s, images.shape)
     tables: dict[str, pa.Table] = {}
     if loaded.ref.pretrained and settings.null:
-        extra["null_model_id"] = null_model_id(loaded.ref, int(images.shape[2]), int(images.shape[3]))
-        if measure_null:
+        nid = extra["null_model_id"] = null_model_id(loaded.ref, int(images.shape[2]), int(images.shape[3]))
+        stored = stored_null(nid) if measure_null and stored_null is not None else None
+        if stored is not None:
+            extra.update(null_pans=stored[0], null_padded_neurons=stored[1])
+        elif measure_null:
             twin = measure_null_twin(loaded.ref, images, settings, fetched=fetched)
             extra.update(null_pans=twin.pans, null_padded_neurons=twin.padded_neurons)
             extra.update(null_recalibration=twin.recalibration.method, null_seconds=twin.seconds)
@@ -104,11 +116,19 @@ def _check_measured(model_id: str, summary: dict[str, Any], shape: Any) -> None:
         )
 
 
-def run_model(ref: ModelRef | str, settings: DetectSettings, *, run_id: str | None = None) -> dict[str, pa.Table]:
-    """Load ``ref`` and detect its PANs."""
+def run_model(
+    ref: ModelRef | str,
+    settings: DetectSettings,
+    *,
+    run_id: str | None = None,
+    stored_null: StoredNull | None = None,
+) -> dict[str, pa.Table]:
+    """Load ``ref`` and detect its PANs (its null twin: see :func:`detect_loaded`)."""
     started = time.perf_counter()
     loaded = load_model(ref)
-    return detect_loaded(loaded, settings, load_seconds=time.perf_counter() - started, run_id=run_id)
+    return detect_loaded(
+        loaded, settings, load_seconds=time.perf_counter() - started, run_id=run_id, stored_null=stored_null
+    )
 
 
 def with_null_counts(models: pa.Table, pans: int, padded: int, method: str | None) -> pa.Table:

@@ -331,11 +331,14 @@ class ResultStore:
 
     def null_counts(self, null_model_id: str, cfg_id: str) -> tuple[int, int] | None:
         """(PANs, padded neurons) of a null twin already in the folder, in its own file or a compacted
-        one, or None (resume reuses it)."""
+        one, or None (resume and ``pans detect`` reuse it; an unreadable own file: measured again)."""
         key = null_key(null_model_id, cfg_id)
         path = self.path("null_neurons", key)
         if path.is_file():
-            t = pq.read_table(path, columns=["is_pan"])
+            try:
+                t = pq.read_table(path, columns=["is_pan"])
+            except (pa.ArrowException, OSError):
+                return None
         elif key in self.compacted_index("null_neurons"):
             t = self._compacted_rows("null_neurons", null_model_id, cfg_id)
         else:

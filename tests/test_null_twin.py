@@ -193,6 +193,30 @@ def test_survey_measures_each_twin_once_and_hands_it_on_after_a_failure() -> Non
     assert nulls.parked == {"A": deque()} or not nulls.parked.get("A")
 
 
+def test_a_twin_group_names_its_own_twin_id_and_no_other() -> None:
+    """The id the runner writes is the one the survey's group recognises; a prefix architecture,
+    another size or text of another form is not it."""
+    from pipeline.sources import null_model_id, split_null_model_id
+    from pipeline.survey.null_twins import NullTwins, TwinGroup
+
+    ref = resolve_spec("timm:resnet50.a1_in1k")[0]
+    nid = null_model_id(ref, 32, 48)
+    assert nid == "timm:resnet50@random-init@32x48"
+    assert split_null_model_id(nid) == ("timm:resnet50@random-init", 32, 48)
+    assert split_null_model_id("timm:resnet50@random-init") is None
+    square = null_model_id(ref, 32, 32)
+    assert TwinGroup("timm:resnet50@random-init", 32).names(square)
+    assert not TwinGroup("timm:resnet50@random-init", 32).names(nid)  # another input size
+    assert not TwinGroup("timm:resnet50@random-init", 48).names(square)
+    assert TwinGroup("timm:resnet50@random-init", None).names(nid)  # the model's own size: any
+    assert not TwinGroup("timm:resnet5@random-init", None).names(nid)  # not a prefix match
+    assert not TwinGroup("timm:resnet50", None).names(square)
+    nulls = NullTwins(DetectSettings(image_size=32))
+    assert nulls.group(ref) == TwinGroup("timm:resnet50@random-init", 32)
+    assert nulls.group(resolve_spec("timm:resnet50.tv_in1k")[0]) == nulls.group(ref)  # one twin, two tags
+    assert nulls.group(resolve_spec("timm:resnet50", random_init=True)[0]) is None  # a twin itself
+
+
 def test_a_twin_already_in_the_folder_is_not_measured_again(tmp_path) -> None:
     """Resume: a twin in the folder (own file, then compacted) is reused; one of another input size is not."""
     from dataclasses import replace

@@ -3,7 +3,8 @@
 ``pans verify`` finds a missing, miscounted, orphan or doubled twin and ``--repair`` undoes it the
 way it undoes the same problem in ``neurons``; ``pans compact`` merges the twins and every read gives
 the same numbers; a survey measures a twin shared by two trained tags once, and a resumed survey on
-a compacted folder does not measure it again. Real files, real CLI, real Ray.
+a compacted folder does not measure it again; ``pans detect`` of a second tag reuses the first one's
+twin from the folder (own file or compacted) unless it cannot read it. Real files, real CLI, real Ray.
 """
 
 from __future__ import annotations
@@ -196,13 +197,64 @@ def twin_rows(root: Path) -> tuple[int, list[dict]]:
     return ResultStore(root).read("null_neurons").num_rows, models
 
 
-def test_detect_compact_detect_keeps_one_twin(tags_offline, tmp_path: Path) -> None:
+def no_twin_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, measuring a null twin in this process fails the test."""
+
+    def measure(*_args, **_kwargs):
+        raise AssertionError("the null twin was measured again")
+
+    monkeypatch.setattr("pipeline.runner.measure_null_twin", measure)
+
+
+def test_detect_reuses_the_twin_another_tag_left_in_the_folder(tags_offline, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    """``pans detect`` of a second tag finds the first tag's twin in the folder: not measured, not written again."""
+    root = tmp_path / "d"
+    assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
+    (twin,) = (root / "null_neurons").glob("*.parquet")
+    written = twin.stat().st_mtime_ns, twin.read_bytes()
+    capsys.readouterr()
+    no_twin_measured(monkeypatch)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0
+    out = capsys.readouterr().out
+    rows, models = twin_rows(root)
+    a, b = models  # sorted: TAGS[0], TAGS[1]
+    assert b["model_id"] == TAGS[1] and b["null_model_id"] == a["null_model_id"] == f"timm:{ARCH}@random-init@32x32"
+    assert (b["null_pans"], b["null_padded_neurons"]) == (a["null_pans"], a["null_padded_neurons"])
+    assert a["null_seconds"] is not None and b["null_seconds"] is None  # A measured it, B did not
+    assert list((root / "null_neurons").glob("*.parquet")) == [twin]
+    assert (twin.stat().st_mtime_ns, twin.read_bytes()) == written  # not rewritten either
+    assert rows == a["null_padded_neurons"]
+    assert f"null twin (timm:{ARCH}@random-init@32x32, reused from {root})" in out, out
+    assert f"PANs {a['null_pans']} (" in out
+    verify_ok(root)
+
+
+def test_detect_measures_again_a_stored_twin_it_cannot_read(tags_offline, tmp_path: Path) -> None:
+    """A broken twin file is not reused (nor a traceback): the next tag measures the twin and puts it back whole."""
+    root = tmp_path / "d"
+    assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
+    (twin,) = (root / "null_neurons").glob("*.parquet")
+    whole = twin.read_bytes()
+    twin.write_bytes(b"not parquet" * 10)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0
+    rows, (a, b) = twin_rows(root)
+    assert b["null_seconds"] is not None and (b["null_pans"], b["null_padded_neurons"]) == (
+        a["null_pans"], a["null_padded_neurons"])
+    assert list((root / "null_neurons").glob("*.parquet")) == [twin] and rows == a["null_padded_neurons"]
+    assert pq.read_table(twin).equals(pq.read_table(pa.BufferReader(whole)))  # the same twin, measured again
+    verify_ok(root)
+
+
+def test_detect_compact_detect_keeps_one_twin(tags_offline, tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "d"
     assert main(["detect", TAGS[0], "--out", str(root), *TRAINED]) == 0
     assert main(["compact", str(root)]) == 0
-    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0  # measures the twin: must not write it again
+    no_twin_measured(monkeypatch)
+    assert main(["detect", TAGS[1], "--out", str(root), *TRAINED]) == 0  # reuses the compacted twin
     rows, models = twin_rows(root)
     assert len(models) == 2 and models[0]["null_model_id"] == models[1]["null_model_id"]
+    assert models[1]["null_pans"] == models[0]["null_pans"] and models[1]["null_seconds"] is None
     assert rows == models[0]["null_padded_neurons"] == models[1]["null_padded_neurons"]
     assert [p for p in (root / "null_neurons").glob("*.parquet") if not is_compacted(p)] == []
     verify_ok(root)

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("detect", help="detect PANs in one model and write its results")
 def run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     import pyarrow.compute as pc
 
     from pipeline.runner import run_model
@@ -42,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if store.root.is_dir():
             store.check_not_busy()  # fail before the slow part, not after it
         run_id = new_run_id()
-        tables = run_model(ref, settings, run_id=run_id)
+        # A twin of this architecture and input size already in the folder (another tag's) is reused.
+        stored_null = partial(store.null_counts, cfg_id=settings.config_id)
+        tables = run_model(ref, settings, run_id=run_id, stored_null=stored_null)
         # Only now: a model that fails to load leaves no empty results folder behind.
         with store.writing("detect"):
             config = run_config(settings, random_init=args.random_init)
@@ -59,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         null, null_padded = model["null_pans"], model["null_padded_neurons"]
         null_share = f"{100 * null / null_padded:.1f}%" if null_padded else "n/a"
         ratio = f"{pans / max(null, 1):.1f}x max(null, 1)"
-        how = model["null_recalibration"] or "recalibrated"
-        print(f"  null twin (untrained, normalisation {how} on the probe): PANs {null} ({null_share}); {ratio}")
+        if model["null_seconds"] is None:  # not measured with this model: another tag's, from the folder
+            about = f"{model['null_model_id']}, reused from {store.root}"
+        else:
+            about = f"untrained, normalisation {model['null_recalibration'] or 'recalibrated'} on the probe"
+        print(f"  null twin ({about}): PANs {null} ({null_share}); {ratio}")
     elif model["recalibration"]:
         print(f"  untrained weights, normalisation recalibrated on the probe ({model['recalibration']}): a null itself")
     if model["skipped_neurons"]:

@@ -33,6 +33,7 @@ __all__ = [
     "is_offline",
     "load_model",
     "needs_download",
+    "null_model_id",
     "padding_summary",
     "random_init_ref",
     "read_models_file",
@@ -40,7 +41,9 @@ __all__ = [
     "resolve_spec",
     "resolve_specs",
     "set_offline",
+    "split_null_model_id",
     "split_spec",
+    "twin_ref",
 ]
 
 
@@ -92,6 +95,27 @@ def needs_download(ref: ModelRef) -> bool:
 def random_init_ref(ref: ModelRef) -> ModelRef:
     """The ``--random-init`` ref of ``ref``'s architecture (what its null twin is built from)."""
     return SOURCES.get(ref.source)().random_init(ref)
+
+
+def twin_ref(ref: ModelRef) -> ModelRef:
+    """The ref ``ref``'s null twin is built from: its ``--random-init`` ref (itself when it already is one)."""
+    return ref if not ref.pretrained else random_init_ref(ref)
+
+
+def null_model_id(ref: ModelRef, image_h: int, image_w: int) -> str:
+    """The null twin's id, ``<random-init id>@<H>x<W>``: what the twin depends on (architecture and
+    input size), not the weights, so every tag of an architecture names the same twin. The one place
+    that writes the format; :func:`split_null_model_id` reads it back."""
+    return f"{twin_ref(ref).model_id}@{image_h}x{image_w}"
+
+
+def split_null_model_id(null_id: str) -> tuple[str, int, int] | None:
+    """``(random-init id, H, W)`` of a :func:`null_model_id`; None for text not of that form."""
+    architecture, sep, size = null_id.rpartition("@")
+    h, x, w = size.partition("x")
+    if not (sep and x and h.isdigit() and w.isdigit()):
+        return None
+    return architecture, int(h), int(w)
 
 
 #: Seed of the random state models are built under (random-init weights are reproducible).

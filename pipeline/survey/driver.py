@@ -33,7 +33,7 @@ from pipeline.sources.base import former_ids
 from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_record
 from pipeline.survey.logs import SurveyLog
 from pipeline.survey.memory import oom_message
-from pipeline.survey.null_twins import NullTwins
+from pipeline.survey.null_twins import NullTwins, TwinGroup
 from pipeline.survey.progress import Progress, make_progress
 from pipeline.survey.records import Counts, ModelRecord, SurveyOptions, SurveySummary  # also importable from here
 from pipeline.survey.runtime import Runtime
@@ -60,7 +60,7 @@ class _Job:
     details: str | None = None  # set when the log holds this model's full error text
     submitted: float = 0.0  # driver clock when the detect task was submitted
     target: str | None = None  # the node its fetch was sent to (see pipeline/survey/placement.py)
-    null_group: str | None = None  # models sharing a null twin (architecture, size); None: no twin
+    null_group: TwinGroup | None = None  # models sharing a null twin; None: none shared (see NullTwins.group)
     measure_null: bool = True
     admitted: tuple[Any, float, str | None] | None = None  # Admission.admit's answer, once asked
     overtaken: int = 0  # models submitted after this one that started while it waited (see _starving)

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.settings import DetectSettings
-from pipeline.sources import ModelRef
+from pipeline.sources import ModelRef, split_null_model_id, twin_ref
 from pipeline.store import ResultStore
 
 if TYPE_CHECKING:
     from pipeline.survey.driver import _Job
+
+
+@dataclass(frozen=True)
+class TwinGroup:
+    """The models that share one null twin: same architecture, same input size."""
+
+    architecture: str  # the twin's random-init model id (pipeline.sources.twin_ref)
+    image_size: int | None  # the survey's --image-size; None: each model's own, known once it is loaded
+
+    def names(self, null_id: str) -> bool:
+        """Whether ``null_id`` (a :func:`pipeline.sources.null_model_id`) is this group's twin (of any
+        input size when the size is each model's own)."""
+        parts = split_null_model_id(null_id)
+        if parts is None or parts[0] != self.architecture:
+            return False
+        return self.image_size is None or parts[1:] == (self.image_size, self.image_size)
 
 
 class NullTwins:
@@ -27,19 +44,19 @@ class NullTwins:
         self.store = store
         self._stored: set[str] | None = None  # twin ids in the folder when the survey started
         self.known: dict[str, tuple[int, int, str | None]] = {}  # null_model_id -> pans, padded, method
-        self.done_groups: set[str] = set()
-        self.busy: dict[str, _Job] = {}
-        self.parked: dict[str, deque[_Job]] = {}
+        self.done_groups: set[TwinGroup] = set()
+        self.busy: dict[TwinGroup, _Job] = {}
+        self.parked: dict[TwinGroup, deque[_Job]] = {}
 
-    def group(self, ref: ModelRef) -> str | None:
+    def group(self, ref: ModelRef) -> TwinGroup | None:
+        """``ref``'s twin group; None: no twin shared (none at all, or a source that cannot name the
+        twin, whose model then measures its own or fails trying)."""
         if not (self.settings.null and ref.pretrained):
             return None
-        from pipeline.sources import random_init_ref
-
         try:
-            return f"{random_init_ref(ref).model_id}|{self.settings.image_size}"
-        except Exception:  # a source that cannot name its twin: each model measures its own
-            return ref.model_id
+            return TwinGroup(twin_ref(ref).model_id, self.settings.image_size)
+        except Exception:
+            return None
 
     def dispatch(self, job: _Job) -> list[_Job]:
         """Jobs to submit now for a fetched ``job`` (it, or nothing while its group's twin is measured)."""
@@ -56,17 +73,14 @@ class NullTwins:
         self.busy[g], job.measure_null = job, True
         return [job]
 
-    def in_store(self, group: str) -> bool:
+    def in_store(self, group: TwinGroup) -> bool:
         """The folder already holds a twin of ``group`` (of its input size, or of some size when the
         model's own size is used: known only once it is loaded)."""
-        twin, sep, size = group.rpartition("|")
-        if self.store is None or not sep:
+        if self.store is None:
             return False
         if self._stored is None:
             self._stored = self.store.null_model_ids(self.settings.config_id)
-        if size != "None":
-            return f"{twin}@{size}x{size}" in self._stored
-        return any(n.startswith(f"{twin}@") for n in self._stored)
+        return any(group.names(n) for n in self._stored)
 
     def measured(self, job: _Job) -> list[_Job]:
         """``job`` is written: when it measured its group's twin, release the models that waited."""
