@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @command("impact", help="ablate a model's PANs, swap its padding, and measure what changes in its predictions")
 def run(args: argparse.Namespace) -> int:
     import time
+    from functools import partial
 
     from pipeline.errors import PanSurveyError
     from pipeline.impact.experiments import check_labels, run_impact
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         neurons = store.read_back("neurons", key)  # the stored detection, own files or compacted
         reused = neurons is not None
         if neurons is None:
-            detected = detect_loaded(loaded, detect, load_seconds=time.perf_counter() - started, run_id=run_id)
+            stored_null = partial(store.null_counts, cfg_id=detect.config_id)  # a twin another tag measured
+            detected = detect_loaded(
+                loaded, detect, load_seconds=time.perf_counter() - started, run_id=run_id, stored_null=stored_null
+            )
             store.write_model(detected, key)  # detection first: it stands even if an experiment fails
             neurons = detected["neurons"]
         store.write("runs", run_id, run_record(run_id, run_config_id(detect, settings), "impact", [args.spec], config))
