@@ -160,15 +160,20 @@ def test_module_called_twice_gets_two_layer_names():
     assert result.layers.column("layer").to_pylist() == ["conv", "conv@2"]
 
 
-def test_scale_is_exact_when_the_mean_dwarfs_the_spread():
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_scale_is_exact_when_the_mean_dwarfs_the_spread(layout: str):
     """A neuron with a large offset (bias 1e3) and a small spread: a float32 sum of squares would
     lose the spread to cancellation (var = E[x^2] - E[x]^2); the detector must still match a float64
-    computation, for both such neurons and ordinary ones in the same layer."""
+    computation, for both such neurons and ordinary ones in the same layer, in both memory layouts
+    (a BatchNorm net is measured channels-last on CPU: its moments take another path)."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     with torch.no_grad():
         conv.bias.copy_(torch.tensor([1e3, -3e2, 0.0, 0.5]))
     x = torch.rand(6, 3, 30, 30)
+    if layout == "channels_last":
+        conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     rows = detect_pans(conv, x, tau=3.0, batch_size=4).neurons.to_pylist()
     y = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)[:, :, 1:-1, 1:-1]
     expected = y.std(dim=(0, 2, 3), correction=0)
