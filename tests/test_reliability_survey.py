@@ -113,10 +113,20 @@ def test_resolve_failure_is_cleared_when_the_spec_resolves(ray_local, tmp_path: 
 
 
 @pytest.mark.ray
+def test_a_started_task_is_timed_from_its_start_mark(ray_local, tmp_path: Path) -> None:
+    # The task marks its start in Ray's key-value store (pipeline/survey/starts.py); the driver reads
+    # it, so a model stuck in its forward pass ends on the per-model limit, not the start limit.
+    options = SurveyOptions(random_init=True, progress="off", timeout_per_model=6, start_timeout=4)
+    summary = run_survey(["py:tests/survey_factories.py:hangs"], tmp_path / "d", SETTINGS, options)
+    [rec] = summary.models
+    assert (rec.status, rec.stage) == ("failed", "timeout") and "no result after 6 s" in rec.message, rec.message
+
+
+@pytest.mark.ray
 def test_a_task_that_never_reports_its_start_is_cancelled(ray_local, tmp_path: Path, monkeypatch) -> None:
     from pipeline.survey.driver import Survey
 
-    monkeypatch.setattr(Survey, "_read_board", lambda self: None)  # every start is lost
+    monkeypatch.setattr(Survey, "_read_starts", lambda self: None)  # every start is lost
     options = SurveyOptions(random_init=True, progress="off", timeout_per_model=60, start_timeout=3)
     started = time.monotonic()
     summary = run_survey(["py:tests/survey_factories.py:hangs"], tmp_path / "d", SETTINGS, options)

@@ -149,8 +149,8 @@ class Survey:
     def run(self, refs: list[ModelRef]) -> list[ModelRecord]:
         import ray
 
+        from pipeline.survey import starts
         from pipeline.survey.admission import Admission
-        from pipeline.survey.board import StartBoard
         from pipeline.survey.placement import FetchPlacement
         from pipeline.survey.runtime import gpu_share
 
@@ -170,18 +170,12 @@ class Survey:
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
         self.placement = FetchPlacement(gpus, cpus)
-        # The board lives on the driver's node: it must outlive any worker node.
-        here = ray.get_runtime_context().get_node_id()
-        self.board = StartBoard.options(scheduling_strategy=_affinity(here)).remote()
-        self._drain: Any = None  # the board's answer on its way (see _read_board)
         try:
             self._loop(pending, gpus, cpus)
         finally:
             for ref in [*self.fetching, *self.detecting]:  # stopped early: leave nothing queued in Ray
                 ray.cancel(ref, force=True)
-            if self._drain is not None:  # a call still on its way to a killed board is retried and logged by Ray
-                ray.wait([self._drain], timeout=1.0)
-            ray.kill(self.board)
+            starts.clear(self.run_id)
         return self.records
 
     def _impact_key(self, model_id: str) -> str | None:
@@ -217,7 +211,7 @@ class Survey:
                     self._fetched(ref, self.fetching.pop(ref))
                 elif ref in self.detecting:
                     self._detected(ref, self.detecting.pop(ref))
-            self._read_board()
+            self._read_starts()
             self._enforce_timeouts()
             self.counts.running = sum(j.started is not None for j in self.detecting.values())
             self.counts.waiting = self.admission.waiting() if not self.counts.running else None
@@ -283,7 +277,7 @@ class Survey:
             opts["scheduling_strategy"] = _affinity(job.fetch_node)
         job.started, job.submitted, job.overtaken = None, time.monotonic(), 0
         ref = detect_task.options(**opts).remote(
-            job.key, job.ref, job.settings, self.run_id, job.attempt, self.board, job.fetched, self.impact,
+            job.key, job.ref, job.settings, self.run_id, job.attempt, job.fetched, self.impact,
             job.measure_null,
         )
         self.detecting[ref] = job
@@ -424,23 +418,13 @@ class Survey:
             self.log.detail(f"{job.ref.model_id}: {title}", text)
             job.details = str(self.log.path)
 
-    def _read_board(self) -> None:
-        """Take the board's start events when its answer is there; never wait for it (the actor's
-        first answer waits for its process to start, which would stall the loop)."""
-        import ray
+    def _read_starts(self) -> None:
+        """Take the start marks the detect tasks left (pipeline/survey/starts.py)."""
+        from pipeline.survey.starts import take_started
 
-        if self._drain is None:
-            self._drain = self.board.drain.remote()
-        if not ray.wait([self._drain], timeout=0)[0]:
-            return
-        try:
-            events = ray.get(self._drain)
-        except ray.exceptions.RayError:
-            events = []
-        self._drain = None
         now = time.monotonic()
         by_key = {j.key: j for j in self.detecting.values()}
-        for key, attempt, _node in events:
+        for key, attempt in take_started(self.run_id):
             job = by_key.get(key)
             if job is not None and job.attempt == attempt:
                 self._mark_started(job, now)

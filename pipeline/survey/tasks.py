@@ -22,6 +22,7 @@ from pipeline.errors import ModelLoadError, PanSurveyError, UnknownModelError, o
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 from pipeline.survey.gpu_memory import cap_gpu_memory
+from pipeline.survey.starts import mark_started
 from pipeline.survey.warmup import import_detector
 
 
@@ -130,7 +131,6 @@ def _detect(
     settings: DetectSettings,
     run_id: str,
     attempt: int,
-    board: Any,
     fetched: dict[str, Any] | None = None,
     impact: Any = None,
     measure_null: bool = True,
@@ -142,8 +142,7 @@ def _detect(
     from pipeline.runner import detect_loaded
     from pipeline.sources import load_model
 
-    if board is not None:
-        board.started.remote(key, attempt, node_id())
+    mark_started(run_id, key, attempt)
     started = time.perf_counter()
     device = "cpu"
     stage = "fetch"
