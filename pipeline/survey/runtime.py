@@ -29,7 +29,28 @@ class Runtime:
         import ray
 
         if self.owned and ray.is_initialized():
+            if self.address == "local":
+                _stop_autoscaler_monitor()
             ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the embedded runtime's autoscaler monitor before ``ray.shutdown()``.
+
+    That process does not exit on SIGTERM, so ``ray.shutdown()`` waits its full second for it before
+    killing it (measured: monitor 1.008 s of a 1.095 s shutdown; raylet, GCS and the rest 0.06 s).
+    A local runtime has no autoscaler to stop gracefully. Ray's internals: anything unexpected here
+    leaves the ordinary shutdown to do it.
+    """
+    try:
+        from ray._private import ray_constants
+        from ray._private.worker import _global_node
+
+        for info in _global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+            info.process.kill()
+            info.process.wait(timeout=1.0)
+    except Exception:  # a Ray version without these names: the slow path
+        pass
 
 
 def connect(
