@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -225,12 +226,19 @@ def bench_speed(args: argparse.Namespace) -> None:
     overhead = bench_overhead(tmp)
     # 3. From a cold shell, as a user meets them: `pans survey` against the loop run as a script;
     #    each is a fresh process that imports what it needs and (the survey) starts Ray.
-    cli_loop = cold_process([sys.executable, "-c", LOOP_SCRIPT, str(tmp / "loop-cold"), str(args.num_images), *specs])
-    cli_survey = cold_process([sys.executable, "-m", "pipeline.cli", "survey", *specs, "--random-init",
-                               "--num-images", str(args.num_images), "--progress", "off",
-                               "--out", str(tmp / "survey-cli")])
-    print(f"from a cold shell  : loop script {cli_loop:.1f} s, `pans survey` {cli_survey:.1f} s "
-          f"(each a fresh process: its own imports; the survey starts Ray)")
+    #    Alternated --cold-repeats times (this machine's cold starts vary by +-1.5 s); the medians count.
+    loops, surveys = [], []
+    for i in range(args.cold_repeats):
+        loops.append(cold_process([sys.executable, "-c", LOOP_SCRIPT, str(tmp / f"loop-cold{i}"),
+                                   str(args.num_images), *specs]))
+        surveys.append(cold_process([sys.executable, "-m", "pipeline.cli", "survey", *specs, "--random-init",
+                                     "--num-images", str(args.num_images), "--progress", "off",
+                                     "--out", str(tmp / f"survey-cli{i}")]))
+    cli_loop, cli_survey = statistics.median(loops), statistics.median(surveys)
+    print(f"from a cold shell  : loop script {cli_loop:.1f} s, `pans survey` {cli_survey:.1f} s, medians of "
+          f"{args.cold_repeats} alternated pairs (loop {' '.join(f'{t:.1f}' for t in loops)}; "
+          f"survey {' '.join(f'{t:.1f}' for t in surveys)}; each a fresh process: its own imports; "
+          "the survey starts Ray)")
     shutil.rmtree(tmp, ignore_errors=True)
     best = min(t_seq, t_seq1)
     # The load before the bench started (its own work raises the load while it runs).
@@ -578,6 +586,7 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="*", help="timm architectures (random init)")
     parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--cold-repeats", type=int, default=3, help="speed: alternated cold-shell pairs (median)")
     parser.add_argument("--gpu", action="store_true", help="use the GPU path (CUDA machine only)")
     parser.add_argument("--gpus-per-model", type=float, default=0.25)
     parser.add_argument("--zoo-json", help="zoo: also write one row per pretrained tag to this JSON file")
