@@ -16,7 +16,7 @@ from pipeline.options import FromArgs
 from pipeline.version import DETECTOR_VERSION
 
 #: Default PAN threshold on max_s |own_z|; see docs/calibration.md for how it was chosen.
-DEFAULT_TAU = 3.0
+DEFAULT_TAU = 3.5
 
 
 def config_id(settings: dict[str, Any]) -> str:

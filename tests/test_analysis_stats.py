@@ -16,6 +16,7 @@ import pytest
 
 import analysis
 from analysis.families import family
+from analysis.synthetic import TAU as SYNTHETIC_TAU
 from analysis.synthetic import build_folder, model_tables
 from pipeline.detect.classify import CONSTANT_RULE
 from pipeline.detect.classify import classify as pan_rule_classify
@@ -453,7 +454,7 @@ def classify(n: dict, tau: float) -> tuple[bool, str | None, str | None, bool]:
     return bool(c["is_pan"][0]), c["pan_sides"][0], c["pan_sign"][0], bool(c["border_informed"][0])
 
 
-@pytest.mark.parametrize("tau", [2.0, 3.0, 5.5])
+@pytest.mark.parametrize("tau", [2.0, 3.0, 3.5, 5.5])
 def test_pans_at_reclassifies_like_the_detector(con, data, tau):
     got = {
         (r["model_id"], r["layer_index"], r["channel"]): (
@@ -468,7 +469,7 @@ def test_pans_at_reclassifies_like_the_detector(con, data, tau):
     }
     expected = {(n["model_id"], n["layer_index"], n["channel"]): classify(n, tau) for n in data["neurons"]}
     assert got == expected
-    if tau == 3.0:  # the stored classification was made at tau 3 with the same rule
+    if tau == SYNTHETIC_TAU:  # the synthetic folder's stored classification was made at its tau, same rule
         stored = {
             k: (n["is_pan"], n["pan_sides"], n["pan_sign"], n["border_informed"])
             for k, n in zip(expected, data["neurons"], strict=True)

@@ -18,11 +18,12 @@ def test_ids_are_those_of_folders_written_before_settings_were_shared() -> None:
     # folder recompute every model. Impact ids are those from before the settings shared one base;
     # detection ids changed knowingly with detector 1.2 (one side per side) and the null twin's
     # settings (the same ids were computed on the null-twin branch before the merge), and again with
-    # null-twin version 2 (a --random-init model fitted to the probe exactly as its twin is).
-    assert DetectSettings().config_id == "69ea1aaa5688"
+    # null-twin version 2 (a --random-init model fitted to the probe exactly as its twin is), and
+    # with the default tau 3.5 (calibrated on the one-per-family zoo's twins, docs/calibration.md).
+    assert DetectSettings().config_id == "3bba070c04bd"
     assert ImpactSettings().impact_id == "07c635000531"
-    assert run_config_id(DetectSettings(), ImpactSettings()) == "04d403865d9f"
-    assert run_config_id(DetectSettings(), None) == "69ea1aaa5688"
+    assert run_config_id(DetectSettings(), ImpactSettings()) == "c8025317ec04"
+    assert run_config_id(DetectSettings(), None) == "3bba070c04bd"
     d = DetectSettings(probe="noise", num_images=8, image_size=64, tau=2.5, reference="mean", seed=3,
                        batch_size=4, device="cpu")
     i = ImpactSettings(max_images=16, seed=2, controls=3, padding_modes=("reflect",), batch_size=8)
