@@ -8,9 +8,12 @@ registry or an option definition that imports it at the top makes every ``pans q
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from analysis.synthetic import build_folder
 from pipeline.commands import COMMANDS
@@ -97,3 +100,23 @@ print(json.dumps([m for m in ("torch", "timm") if m in sys.modules]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.ray
+def test_a_fresh_survey_process_never_imports_torch(tmp_path: Path) -> None:
+    # A fresh `pans survey` resolves its specs and estimates its first models on a detect worker
+    # (pipeline/survey/plan.py), which imports torch and timm anyway: the driver's own import of them
+    # was 3.3 s of CPU that Ray's start and the workers' imports waited for on a small machine.
+    # A broken spec still ends as a failure record, resolved on the worker.
+    out = tmp_path / "results"
+    argv = ["survey", "test_resnet", "no_such_net_xyz", "--random-init", "--num-images", "2", "--image-size", "32",
+            "--progress", "off", "--out", str(out)]
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(argv)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == ["ray"], proc.stderr[-2000:]
+    assert result["code"] == 0  # one model done (a survey fails only when nothing was)
+    models = ResultStore(out).read("models").to_pylist()
+    failures = ResultStore(out).read("failures").to_pylist()
+    assert [m["model_id"] for m in models] == ["timm:test_resnet@random-init"] and models[0]["padded_neurons"] > 0
+    assert [(f["model_id"], f["stage"]) for f in failures] == [("no_such_net_xyz", "resolve")]

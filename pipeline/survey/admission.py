@@ -31,6 +31,8 @@ class Admission:
         self.gpu_bytes = memory.gpu_memory() if gpus > 0 and self.wait is None else None
         self.nodes: list[float] = []
         self._read_at = 0.0
+        #: Estimates made elsewhere, by model id (a fresh driver's are made on a worker: survey/plan.py).
+        self.known: dict[str, memory.MemoryEstimate] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -41,7 +43,7 @@ class Admission:
 
     def admit(self, ref: ModelRef, settings: DetectSettings) -> tuple[memory.MemoryEstimate, float, str | None]:
         """The model's estimate, its GPU share, and why no node can hold it (None: admitted)."""
-        est = memory.estimate(ref, settings, on_gpu=self.gpus > 0)
+        est = self.known.pop(ref.model_id, None) or memory.estimate(ref, settings, on_gpu=self.gpus > 0)
         if not any(self.nodes):  # a cluster whose nodes report no memory resource: ask for none
             est = replace(est, host_bytes=None)
         share, no_gpu = memory.gpu_share_for(est.device_bytes, self.gpu_bytes, self.gpus)

@@ -34,6 +34,7 @@ from pipeline.store import ResultStore, file_key, new_run_id, run_config, run_re
 from pipeline.survey.logs import SurveyLog
 from pipeline.survey.memory import oom_message
 from pipeline.survey.null_twins import NullTwins, TwinGroup
+from pipeline.survey.plan import driver_has_torch
 from pipeline.survey.progress import Progress, make_progress
 from pipeline.survey.records import Counts, ModelRecord, SurveyOptions, SurveySummary  # also importable from here
 from pipeline.survey.runtime import Runtime
@@ -146,7 +147,8 @@ class Survey:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def run(self, refs: list[ModelRef]) -> list[ModelRecord]:
+    def run(self, refs: list[ModelRef], estimates: dict[str, Any] | None = None) -> list[ModelRecord]:
+        """``estimates``: memory estimates by model id made elsewhere (pipeline/survey/plan.py)."""
         import ray
 
         from pipeline.survey import starts
@@ -159,6 +161,7 @@ class Survey:
         # A request no node can ever meet fails here, before any task (see feasibility.py).
         opts = self.options
         self.admission = Admission(gpus, cpus, embedded=opts.embedded, wait_for_nodes=opts.wait_for_nodes)
+        self.admission.known.update(estimates or {})
         cfg = self.settings.config_id
         pending = deque(
             _Job(ref, file_key(ref.model_id, cfg), self.settings, gpus, self._impact_key(ref.model_id)) for ref in refs
@@ -538,6 +541,29 @@ def _start_runtime(
     return runtime
 
 
+def _plan_remotely(
+    specs: list[str], settings: DetectSettings, options: SurveyOptions
+) -> tuple[list[ModelRef], list[tuple[str, BaseException]], dict[str, Any]]:
+    """Resolve and estimate the first window on a detect worker (pipeline/survey/plan.py); if that
+    task is lost, resolve here (no estimates: the driver makes them as it admits)."""
+    import ray
+
+    from pipeline.survey import signals
+    from pipeline.survey.plan import remote_plan
+    from pipeline.survey.runtime import detect_slots, gpu_share
+
+    gpus, cpus = gpu_share(options.gpus_per_model), options.cpus_per_model
+    window = 2 * (detect_slots(gpus, cpus) + options.max_downloads)  # what Survey._costliest looks at first
+    ref = remote_plan(list(specs), options.random_init, settings, gpus, cpus, window)
+    while not ray.wait([ref], timeout=POLL_SECONDS)[0]:
+        signals.check()
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError:
+        refs, broken = resolve_all(specs, options.random_init)
+        return refs, broken, {}
+
+
 def _run_locked(
     store: ResultStore,
     specs: list[str],
@@ -558,7 +584,13 @@ def _run_locked(
     records: list[ModelRecord] = []
     with contextlib.ExitStack() as running:
         runtime: Runtime | None = None
-        if options.embedded and not store.done_keys():
+        estimates: dict[str, Any] = {}
+        if options.embedded and not store.done_keys() and not driver_has_torch():
+            # A fresh `pans survey` process: the specs resolve, and the first models are estimated,
+            # on a detect worker that imports torch and timm anyway (pipeline/survey/plan.py).
+            runtime = _start_runtime(running, log, options, budget)
+            refs, broken, estimates = _plan_remotely(specs, settings, options)
+        elif options.embedded and not store.done_keys():
             # A fresh folder will run a survey: start the local runtime and its workers' imports while
             # the specs resolve (importing timm alone takes seconds), instead of one after the other.
             pool = running.enter_context(ThreadPoolExecutor(1, thread_name_prefix="resolve"))
@@ -598,7 +630,7 @@ def _run_locked(
                 contextlib.closing(make_progress(options.progress, len(todo), log.terminal, log=log.path))
             )
             survey = Survey(store, settings, options, run_id, progress, on_event, impact, log)
-            records += survey.run(todo)
+            records += survey.run(todo, estimates)
     summary = SurveySummary(
         run_id, cfg, store.root, len(refs) + len(broken), skipped, time.monotonic() - started, records
     )
