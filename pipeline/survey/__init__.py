@@ -2,7 +2,8 @@
 
 Orchestration only: it calls the sources (resolve, fetch), the runner (detect) and the store
 (write); it never computes a statistic. ``driver`` runs the loop, ``tasks`` holds the Ray
-tasks, ``starts`` where they mark their start, ``runtime`` starts or joins Ray,
+tasks, ``starts`` where they mark their start, ``plan`` resolves a fresh driver's specs on a
+worker, ``runtime`` starts or joins Ray,
 ``progress`` draws the bar, ``records`` holds the options, per-model records and summary they
 share (the command prints the summary). Imports are lazy: the driver reaches Ray's start
 without torch (tests/test_cli_imports.py).
