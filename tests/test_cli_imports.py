@@ -120,3 +120,15 @@ def test_a_fresh_survey_process_never_imports_torch(tmp_path: Path) -> None:
     failures = ResultStore(out).read("failures").to_pylist()
     assert [m["model_id"] for m in models] == ["timm:test_resnet@random-init"] and models[0]["padded_neurons"] > 0
     assert [(f["model_id"], f["stage"]) for f in failures] == [("no_such_net_xyz", "resolve")]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("option", [["--gpus-per-model", "2"], ["--cpus-per-model", "64"]])
+def test_a_fresh_survey_process_refuses_a_request_no_node_meets(tmp_path: Path, option: list[str]) -> None:
+    # The worker task that resolves a fresh driver's specs takes one CPU, not a detect task's request:
+    # asking it for 2 GPUs on this GPU-less runtime would leave it queued for ever, the survey silent.
+    argv = ["pans", "survey", "test_resnet", "--random-init", *option, "--out", str(tmp_path / "r")]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *argv[1:]], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot grow" in proc.stderr and "Traceback" not in proc.stderr

@@ -36,12 +36,14 @@ def plan(
     return refs, broken, {r.model_id: estimate(r, settings, on_gpu=on_gpu) for r in refs[:first]}
 
 
-def remote_plan(specs: list[str], random_init: bool, settings: DetectSettings, gpus: float, cpus: float,
-                first: int) -> Any:
-    """Submit :func:`plan` where a detect task would run (a warm worker); returns its ref."""
+def remote_plan(specs: list[str], random_init: bool, settings: DetectSettings, on_gpu: bool, first: int) -> Any:
+    """Submit :func:`plan` as one CPU task; returns its ref.
+
+    One CPU, never a GPU or a detect task's own request: it must run on any runtime, even one that
+    cannot meet a detect task's request (the driver says so in one line once it has the refs:
+    pipeline/survey/feasibility.py). Its CPU slot makes it wait for a warm worker (one that ran
+    its warm-up import) instead of starting a new worker that would import torch again.
+    """
     import ray
 
-    opts: dict[str, Any] = {"num_cpus": cpus, "max_retries": 1}
-    if gpus > 0:
-        opts["num_gpus"] = gpus
-    return ray.remote(plan).options(**opts).remote(specs, random_init, settings, gpus > 0, first)
+    return ray.remote(plan).options(num_cpus=1, max_retries=1).remote(specs, random_init, settings, on_gpu, first)
