@@ -118,12 +118,15 @@ def growth(m: dict) -> float:
 #: than the model). The trained model is timm's random init here too (timing does not depend on
 #: the weights); the twin is built, recalibrated and measured as ``pans detect`` does it
 #: (pipeline.null_twin.measure_null: timm's init under the fixed seed, BatchNorm statistics
-#: refitted on the probe, detection). Same process, modes interleaved, best of ``--repeats``.
+#: refitted on the probe, detection), beside the model's own detection as pipeline/runner.py runs
+#: it (pipeline.null_twin.MeasuredBeside: on a CPU with 2+ threads, in a second thread, each with
+#: half of them); "one after the other" is the same work without that, for comparison.
+#: Same process, modes interleaved, best of ``--repeats``.
 NULL_CHILD = r"""
 import json, sys, time
 import torch, timm
 from pipeline.detect import detect_pans
-from pipeline.null_twin import measure_null
+from pipeline.null_twin import MeasuredBeside, measure_null
 from pipeline.settings import DetectSettings
 from pipeline.sources import ModelRef
 name = sys.argv[1]
@@ -144,10 +147,14 @@ def run(images, mode):
             plain[mode](images)
     elif mode == "detect":
         detect_pans(model, images, batch_size=batch, device="cpu")
+    elif mode == "detect+null":
+        with MeasuredBeside(lambda: measure_null(ref, images, settings), torch.device("cpu")) as twin:
+            detect_pans(model, images, batch_size=batch, device="cpu")
+        twin.result()
     else:
         detect_pans(model, images, batch_size=batch, device="cpu")
         measure_null(ref, images, settings)
-modes = ("forward", "forward_cl", "detect", "detect+null")
+modes = ("forward", "forward_cl", "detect", "detect+null", "one after the other")
 for m in modes:
     run(x[:2], m)
 times = {m: [] for m in modes}
@@ -171,6 +178,8 @@ def null_twin_time(args: argparse.Namespace) -> None:
           f"detect {t['detect']:.3f} s, detect + null twin {t['detect+null']:.3f} s")
     print(f"time ratio      {t['detect+null'] / best:.3f}   (detect + null twin / the faster forward; goal <= 2.4)"
           f"   against the NCHW forward {t['detect+null'] / t['forward']:.3f}")
+    print(f"  twin measured after the model instead of beside it: {t['one after the other']:.3f} s, "
+          f"{t['one after the other'] / best:.3f}x")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipeline.detect import detect_pans
 from pipeline.detect.core import resolve_device
 from pipeline.errors import PanSurveyError
-from pipeline.null_twin import fitted_to_probe
+from pipeline.null_twin import MeasuredBeside, fitted_to_probe
 from pipeline.null_twin import measure_null as measure_null_twin
 from pipeline.probes import make_probe, probe_label
 from pipeline.schema import table_from_rows
@@ -54,7 +54,20 @@ def detect_loaded(
     images = make_probe(settings.probe, settings.num_images, pp, settings.seed)
     cfg_id = settings.config_id
     extra: dict[str, Any] = {}
+    twin: MeasuredBeside | None = None
+    if loaded.ref.pretrained and settings.null:
+        nid = extra["null_model_id"] = null_model_id(loaded.ref, int(images.shape[2]), int(images.shape[3]))
+        stored = stored_null(nid) if measure_null and stored_null is not None else None
+        if stored is not None:
+            extra.update(null_pans=stored[0], null_padded_neurons=stored[1])
+        elif measure_null:
+            twin = MeasuredBeside(
+                lambda: measure_null_twin(loaded.ref, images, settings, fetched=fetched),
+                resolve_device(settings.device),
+            )
     with contextlib.ExitStack() as fitting:
+        if twin is not None:
+            fitting.enter_context(twin)
         if not loaded.ref.pretrained:  # a null itself: fitted to the probe exactly as a twin is
             device = resolve_device(settings.device)
             how = fitting.enter_context(
@@ -74,16 +87,11 @@ def detect_loaded(
     s = result.summary
     _check_measured(loaded.model_id, s, images.shape)
     tables: dict[str, pa.Table] = {}
-    if loaded.ref.pretrained and settings.null:
-        nid = extra["null_model_id"] = null_model_id(loaded.ref, int(images.shape[2]), int(images.shape[3]))
-        stored = stored_null(nid) if measure_null and stored_null is not None else None
-        if stored is not None:
-            extra.update(null_pans=stored[0], null_padded_neurons=stored[1])
-        elif measure_null:
-            twin = measure_null_twin(loaded.ref, images, settings, fetched=fetched)
-            extra.update(null_pans=twin.pans, null_padded_neurons=twin.padded_neurons)
-            extra.update(null_recalibration=twin.recalibration.method, null_seconds=twin.seconds)
-            tables["null_neurons"] = twin.neurons
+    if twin is not None:
+        null = twin.result()
+        extra.update(null_pans=null.pans, null_padded_neurons=null.padded_neurons)
+        extra.update(null_recalibration=null.recalibration.method, null_seconds=null.seconds)
+        tables["null_neurons"] = null.neurons
     row: dict[str, Any] = {
         **loaded.record(),
         "config_id": cfg_id,

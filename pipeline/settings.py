@@ -67,8 +67,18 @@ RECALIBRATION = (
     "average over train-mode passes); else LSUV unit variance"
 )
 #: Bumped when the twin's construction or recalibration changes the numbers
-#: (2: a --random-init model is fitted exactly as its twin is, by :func:`fitted_to_probe`).
-NULL_VERSION = "2"
+#: (2: a --random-init model is fitted exactly as its twin is, by :func:`fitted_to_probe`;
+#: 3: default-init draws a model's own init overwrites are skipped, pipeline/sources/overwritten_fills.py,
+#: so the random stream, and with it every random-init weight, moves).
+NULL_VERSION = "3"
+
+
+def twin_beside(device_type: str, threads: int) -> bool:
+    """Whether a trained model's null twin is measured beside it, in a second thread, each with half the
+    torch threads (pipeline/null_twin.py, :class:`MeasuredBeside`): on a CPU with two or more threads.
+    The one rule for the runner (which asks torch) and the survey's memory estimate (which counts a
+    second set of activations then, from a task's CPUs)."""
+    return device_type == "cpu" and threads >= 2
 
 
 def null_settings() -> dict[str, Any]:

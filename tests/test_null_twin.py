@@ -4,6 +4,8 @@ running in the trained model's regime, stored beside the model, and reused per a
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -14,8 +16,10 @@ import torch.nn as nn
 
 from pipeline.cli import main
 from pipeline.detect import detect_pans
-from pipeline.null_twin import activation_ratio, build_twin, recalibrate
+from pipeline.errors import ModelLoadError, PanSurveyError
+from pipeline.null_twin import MeasuredBeside, activation_ratio, build_twin, recalibrate
 from pipeline.probes import make_probe
+from pipeline.runner import detect_loaded
 from pipeline.settings import DetectSettings
 from pipeline.sources import load_model, resolve_spec
 from pipeline.store import ResultStore
@@ -67,8 +71,21 @@ def test_nets_without_running_stats_are_rescaled_to_unit_variance() -> None:
 # -- sources: one random-init rule ----------------------------------------------------------
 
 
-def test_py_factories_honour_random_init_with_reset_parameters() -> None:
-    spec = f"py:{FACTORIES}:tiny_cnn"
+def test_py_factories_honour_random_init_with_reset_parameters(tmp_path: Path, monkeypatch) -> None:
+    # A factory that returns weights of its own (a checkpoint's, here constants), not its default init.
+    factory = tmp_path / "trained_factory.py"
+    factory.write_text(
+        "import torch\n"
+        "from survey_factories import tiny_cnn\n"
+        "def trained():\n"
+        "    model = tiny_cnn()\n"
+        "    with torch.no_grad():\n"
+        "        for p in model.parameters():\n"
+        "            p.fill_(0.01)\n"
+        "    return model\n"
+    )
+    monkeypatch.syspath_prepend(str(FACTORIES.parent))
+    spec = f"py:{factory}:trained"
     (trained_ref,) = resolve_spec(spec)
     (random_ref,) = resolve_spec(spec, random_init=True)
     assert random_ref.model_id == trained_ref.model_id + "@random-init" and not random_ref.pretrained
@@ -152,10 +169,12 @@ def test_a_random_init_model_is_its_own_recalibrated_null(tiny_timm_export, tmp_
     twin = pq.read_table(next((trained / "null_neurons").glob("*.parquet")))
     mine = ResultStore(fresh).read("neurons")
     # One function fits both to the probe (null_twin.fitted_to_probe): the twin's rows are the model's,
-    # number for number (a random-init model recalibrated another way, e.g. with the unbiased
-    # variance a separate train-mode pass stores, differs by up to n/(n-1) on small maps).
+    # number for number up to float summation order (the twin ran beside its model with one of the two
+    # torch threads: null_twin.MeasuredBeside); a random-init model recalibrated another way, e.g. with
+    # the unbiased variance a separate train-mode pass stores, differs by n/(n-1): 6e-5 even on the
+    # largest map here (4 images of 64x64), 6% on the smallest.
     a, b = twin.column("max_abs_own_z").to_pylist(), mine.column("max_abs_own_z").to_pylist()
-    assert len(a) == len(b) > 0 and a == b
+    assert len(a) == len(b) > 0 and a == pytest.approx(b, rel=1e-5)
     assert twin.column("is_pan").to_pylist() == mine.column("is_pan").to_pylist()
 
 
@@ -362,3 +381,81 @@ def test_the_one_pass_fit_takes_a_model_with_a_five_dimensional_parameter() -> N
         result = detect_pans(net, images, device="cpu")
     assert how.method == "running_stats" and result.summary["padded_neurons"] == 8
     assert net.conv.weight.is_contiguous(memory_format=torch.channels_last) and net.pos.dim() == 5
+
+
+# -- the twin beside its model (null_twin.MeasuredBeside) ------------------------------------
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for one test; restored after it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_on_two_threads_the_twin_runs_in_a_thread_of_its_own_during_the_block(torch_threads) -> None:
+    torch_threads(2)
+    block_started, seen = threading.Event(), {}
+
+    def measure():
+        # Returns only once the block has started: measured after the block, this would time out.
+        seen["block ran first"] = block_started.wait(timeout=30)
+        seen["thread"], seen["threads"] = threading.current_thread().name, torch.get_num_threads()
+        return "twin"
+
+    with MeasuredBeside(measure, torch.device("cpu")) as beside:
+        block_started.set()
+        in_block = torch.get_num_threads()
+    assert beside.result() == "twin" and seen["block ran first"]
+    assert seen["thread"] != threading.current_thread().name
+    assert seen["threads"] == in_block == 1  # half each
+    assert torch.get_num_threads() == 2  # and all of them back after it
+
+
+@pytest.mark.parametrize("threads, device", [(1, "cpu"), (2, "cuda")])
+def test_elsewhere_the_twin_is_measured_when_asked_in_the_callers_thread(torch_threads, threads, device) -> None:
+    torch_threads(threads)
+    calls = []
+    with MeasuredBeside(lambda: calls.append(threading.current_thread().name) or "twin", torch.device(device)) as b:
+        assert not calls
+    assert not calls  # not at the end of the block either: a model that measured nothing fails first
+    assert b.result() == "twin" and calls == [threading.current_thread().name]
+
+
+def test_a_twin_that_fails_raises_for_the_caller_and_a_failing_block_waits_for_the_twin(torch_threads) -> None:
+    torch_threads(2)
+
+    def broken():
+        raise ModelLoadError("the twin cannot be built")
+
+    with MeasuredBeside(broken, torch.device("cpu")) as beside:
+        pass
+    with pytest.raises(ModelLoadError, match="cannot be built"):
+        beside.result()
+    finished = []
+
+    def slow():
+        time.sleep(0.5)
+        finished.append(True)
+        return "twin"
+
+    with pytest.raises(PanSurveyError), MeasuredBeside(slow, torch.device("cpu")):
+        raise PanSurveyError("the model measured nothing")
+    # a survey worker takes its next model now: the twin must not be running beside it any more
+    assert finished == [True] and torch.get_num_threads() == 2
+
+
+def test_a_twin_measured_beside_counts_what_it_counts_after_the_model(tiny_timm_export, torch_threads) -> None:
+    settings = DetectSettings(num_images=4, image_size=64, device="cpu")
+    loaded = load_model(f"local-dir:{tiny_timm_export('test_resnet', seed=3)}")
+    rows = {}
+    for threads in (2, 1):  # beside, then after
+        torch_threads(threads)
+        tables = detect_loaded(loaded, settings)
+        rows[threads] = (tables["models"].to_pylist()[0], tables["null_neurons"])
+    (beside, beside_rows), (after, after_rows) = rows[2], rows[1]
+    assert (beside["null_pans"], beside["null_padded_neurons"]) == (after["null_pans"], after["null_padded_neurons"])
+    assert beside_rows.num_rows == after_rows.num_rows > 0
+    a, b = (t.column("max_abs_own_z").to_pylist() for t in (beside_rows, after_rows))
+    assert a == pytest.approx(b, rel=1e-5)  # both ran on one thread: the same sums

@@ -19,15 +19,16 @@ def test_ids_are_those_of_folders_written_before_settings_were_shared() -> None:
     # detection ids changed knowingly with detector 1.2 (one side per side) and the null twin's
     # settings (the same ids were computed on the null-twin branch before the merge), and again with
     # null-twin version 2 (a --random-init model fitted to the probe exactly as its twin is), and
-    # with the default tau 3.5 (calibrated on the one-per-family zoo's twins, docs/calibration.md).
-    assert DetectSettings().config_id == "3bba070c04bd"
+    # with the default tau 3.5 (calibrated on the one-per-family zoo's twins, docs/calibration.md), and
+    # with null-twin version 3 (random-init weights drawn without the overwritten default init).
+    assert DetectSettings().config_id == "2a870b163224"
     assert ImpactSettings().impact_id == "07c635000531"
-    assert run_config_id(DetectSettings(), ImpactSettings()) == "c8025317ec04"
-    assert run_config_id(DetectSettings(), None) == "3bba070c04bd"
+    assert run_config_id(DetectSettings(), ImpactSettings()) == "b602e9f768c6"
+    assert run_config_id(DetectSettings(), None) == "2a870b163224"
     d = DetectSettings(probe="noise", num_images=8, image_size=64, tau=2.5, reference="mean", seed=3,
                        batch_size=4, device="cpu")
     i = ImpactSettings(max_images=16, seed=2, controls=3, padding_modes=("reflect",), batch_size=8)
-    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("60891bb6dc9a", "8091f7a15ab5", "6f6cb9e2ba46")
+    assert (d.config_id, i.impact_id, run_config_id(d, i)) == ("d2d26a71fefc", "8091f7a15ab5", "d39a05a6638c")
     # speed knobs are not part of the ids
     assert DetectSettings(batch_size=1, device="cpu").config_id == DetectSettings().config_id
 

@@ -54,6 +54,14 @@ def test_estimate_counts_weights_and_scales_activations_with_batch_and_size() ->
     untrained_ref = resolve_spec(py("mid_a"), random_init=True)[0]
     untrained = memory.estimate(untrained_ref, DetectSettings(batch_size=8, image_size=64))
     assert untrained.host_bytes == no_twin.host_bytes - big.weight_bytes  # no checkpoint copy, no second twin
+    # A task with two CPUs measures the twin beside the model (null_twin.MeasuredBeside): both passes'
+    # activations at once. Not on a GPU, not without a twin, not for a model that is its own twin.
+    settings = DetectSettings(batch_size=8, image_size=64)
+    two = memory.estimate(ref, settings, cpus=2)
+    assert two.host_bytes - big.host_bytes == memory.ACTIVATION_COPIES * big.activation_bytes
+    assert memory.estimate(ref, settings, on_gpu=True, cpus=2).device_bytes == on_gpu.device_bytes
+    assert memory.estimate(ref, DetectSettings(batch_size=8, image_size=64, null=False), cpus=2) == no_twin
+    assert memory.estimate(untrained_ref, settings, cpus=2) == untrained
 
 
 def test_estimate_counts_the_multiply_accumulates_of_convolutions_and_linear_layers() -> None:

@@ -8,6 +8,7 @@ it from the cache. A spec without a known ``prefix:`` is a timm name.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
@@ -135,11 +136,14 @@ def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[
     import torch
 
     from pipeline.null_twin import reset_all_parameters
+    from pipeline.sources.overwritten_fills import overwritten_fills_skipped
 
     ref = _one(ref, random_init)
     source = SOURCES.get(ref.source)()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), contextlib.ExitStack() as building:
         torch.manual_seed(INIT_SEED)
+        if not ref.pretrained:  # no default init drawn only to be overwritten (overwritten_fills.py)
+            building.enter_context(overwritten_fills_skipped())
         loaded = source.load(ref, fetched or None)
         if not ref.pretrained and not source.own_init:
             with torch.no_grad():

@@ -27,6 +27,7 @@ class Admission:
         self.wait = feasibility.check_request(request, embedded=embedded, wait_for_nodes=wait_for_nodes)
         self.can_grow = self.wait is not None or (not embedded and feasibility.has_autoscaler())
         self.gpus = gpus
+        self.cpus = cpus
         # One GPU's memory, to size each model's GPU share (None: no GPU, or not up yet).
         self.gpu_bytes = memory.gpu_memory() if gpus > 0 and self.wait is None else None
         self.nodes: list[float] = []
@@ -43,7 +44,7 @@ class Admission:
 
     def admit(self, ref: ModelRef, settings: DetectSettings) -> tuple[memory.MemoryEstimate, float, str | None]:
         """The model's estimate, its GPU share, and why no node can hold it (None: admitted)."""
-        est = self.known.pop(ref.model_id, None) or memory.estimate(ref, settings, on_gpu=self.gpus > 0)
+        est = self.known.pop(ref.model_id, None) or memory.estimate(ref, settings, on_gpu=self.gpus > 0, cpus=self.cpus)
         if not any(self.nodes):  # a cluster whose nodes report no memory resource: ask for none
             est = replace(est, host_bytes=None)
         share, no_gpu = memory.gpu_share_for(est.device_bytes, self.gpu_bytes, self.gpus)

@@ -554,7 +554,7 @@ def _plan_remotely(
 
     gpus, cpus = gpu_share(options.gpus_per_model), options.cpus_per_model
     window = 2 * (detect_slots(gpus, cpus) + options.max_downloads)  # what Survey._costliest looks at first
-    ref = remote_plan(list(specs), options.random_init, settings, gpus > 0, window)
+    ref = remote_plan(list(specs), options.random_init, settings, gpus > 0, cpus, window)
     while not ray.wait([ref], timeout=POLL_SECONDS)[0]:
         signals.check()
     try:

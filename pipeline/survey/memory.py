@@ -98,10 +98,12 @@ def budget_bytes(option_gb: float | None = None) -> int | None:
     return int(option_gb * GB)
 
 
-def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -> MemoryEstimate:
-    """Estimate one model's detect-task memory at ``settings``' batch size and image size."""
+def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False, cpus: float = 1) -> MemoryEstimate:
+    """Estimate one model's detect-task memory at ``settings``' batch size and image size, for a task
+    with ``cpus`` CPUs (with two or more, a trained model's twin runs beside it: twice the activations)."""
     import torch
 
+    from pipeline.settings import twin_beside
     from pipeline.sources import SOURCES
 
     source = SOURCES.get(ref.source)()
@@ -119,6 +121,8 @@ def estimate(ref: ModelRef, settings: DetectSettings, *, on_gpu: bool = False) -
     act_total = ACTIVATION_COPIES * activation if activation is not None else 0
     host_weights = LOAD_COPIES * weights if ref.pretrained else weights
     twin = weights if ref.pretrained and settings.null else 0  # the null twin is built beside the model
+    if twin and twin_beside("cuda" if on_gpu else "cpu", int(cpus)):
+        act_total *= 2  # and measured at the same time (pipeline/null_twin.py, MeasuredBeside)
     host_weights += twin
     if on_gpu:  # weights load on the host, then move; activations live on the device
         host, device = host_weights, weights + twin + act_total

@@ -24,7 +24,7 @@ def driver_has_torch() -> bool:
 
 
 def plan(
-    specs: list[str], random_init: bool, settings: DetectSettings, on_gpu: bool, first: int
+    specs: list[str], random_init: bool, settings: DetectSettings, on_gpu: bool, cpus: float, first: int
 ) -> tuple[list[Any], list[tuple[str, BaseException]], dict[str, MemoryEstimate]]:
     """What ``resolve_all`` gives, plus the memory estimates of the first ``first`` refs."""
     from pipeline.survey.driver import resolve_all
@@ -33,10 +33,12 @@ def plan(
 
     import_detector()
     refs, broken = resolve_all(specs, random_init)
-    return refs, broken, {r.model_id: estimate(r, settings, on_gpu=on_gpu) for r in refs[:first]}
+    return refs, broken, {r.model_id: estimate(r, settings, on_gpu=on_gpu, cpus=cpus) for r in refs[:first]}
 
 
-def remote_plan(specs: list[str], random_init: bool, settings: DetectSettings, on_gpu: bool, first: int) -> Any:
+def remote_plan(
+    specs: list[str], random_init: bool, settings: DetectSettings, on_gpu: bool, cpus: float, first: int
+) -> Any:
     """Submit :func:`plan` as one CPU task; returns its ref.
 
     One CPU, never a GPU or a detect task's own request: it must run on any runtime, even one that
@@ -46,4 +48,4 @@ def remote_plan(specs: list[str], random_init: bool, settings: DetectSettings, o
     """
     import ray
 
-    return ray.remote(plan).options(num_cpus=1, max_retries=1).remote(specs, random_init, settings, on_gpu, first)
+    return ray.remote(plan).options(num_cpus=1, max_retries=1).remote(specs, random_init, settings, on_gpu, cpus, first)
