@@ -1,13 +1,16 @@
-"""Random-init builds skip the draws a model's own init overwrites, and nothing else
+"""Model builds skip the draws a model's own init or its checkpoint overwrites, and nothing else
 (pipeline/sources/overwritten_fills.py)."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import pytest
 import timm
 import torch
 import torch.nn as nn
 
+from pipeline.sources import INIT_SEED, load_model
 from pipeline.sources.overwritten_fills import overwritten_fills_skipped
 
 
@@ -112,3 +115,47 @@ def test_a_timm_net_gets_its_own_init_distribution_in_fewer_draws(name: str) -> 
         if a.is_floating_point() and a.numel() >= 1024:  # enough values to compare their spread
             assert float(b.std()) == pytest.approx(float(a.std()), rel=0.1, abs=1e-6)
             assert float(b.mean()) == pytest.approx(float(a.mean()), abs=0.1 * float(a.std()) + 1e-6)
+
+
+def test_a_checkpoint_load_skips_the_init_it_overwrites_and_keeps_every_value(tiny_timm_export, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    import pipeline.sources.overwritten_fills as fills
+
+    modes = []
+
+    @contextmanager
+    def recorded():
+        with overwritten_fills_skipped() as mode:
+            modes.append(mode)
+            yield mode
+
+    monkeypatch.setattr(fills, "overwritten_fills_skipped", recorded)
+    folder = tiny_timm_export("test_resnet", seed=3)
+    stored = load_file(str(folder / "model.safetensors"))
+    loaded = load_model(f"local-dir:{folder}").model.state_dict()
+    (mode,) = modes
+    assert mode.copied_over > 0  # init draws that load_state_dict's copy_ overwrote were not made
+    assert set(stored) <= set(loaded)
+    assert all(torch.equal(loaded[k], stored[k]) for k in stored)
+
+
+def test_a_py_factory_is_built_exactly_as_its_code_runs(tmp_path, monkeypatch) -> None:
+    """A factory's weights may be drawn by its own code: a trained ``py:`` model is not rebuilt with
+    draws skipped (which would move the random stream under its code: here the buffer's draw)."""
+    factory = tmp_path / "drawn_factory.py"
+    factory.write_text(
+        "import torch, torch.nn as nn\n"
+        "def drawn():\n"
+        "    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1))\n"
+        "    model.register_buffer('noise', torch.randn(16))  # a draw between construction and first use\n"
+        "    nn.init.normal_(model[0].weight)\n"
+        "    return model\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from drawn_factory import drawn
+
+    torch.manual_seed(INIT_SEED)
+    direct = drawn().state_dict()
+    loaded = load_model(f"py:{factory}:drawn").model.state_dict()
+    assert all(torch.equal(direct[k], loaded[k]) for k in direct)

@@ -8,7 +8,7 @@ it from the cache. A spec without a known ``prefix:`` is a timm name.
 
 from __future__ import annotations
 
-import contextlib
+from contextlib import nullcontext
 from typing import Any
 
 from pipeline.errors import ModelLoadError, UnknownModelError, one_line
@@ -140,10 +140,10 @@ def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[
 
     ref = _one(ref, random_init)
     source = SOURCES.get(ref.source)()
-    with torch.random.fork_rng(devices=[]), contextlib.ExitStack() as building:
+    # No init drawn only to be overwritten, by the model's own init or by its checkpoint (overwritten_fills.py).
+    skipping = overwritten_fills_skipped() if source.checkpoint_weights or not ref.pretrained else nullcontext()
+    with torch.random.fork_rng(devices=[]), skipping:
         torch.manual_seed(INIT_SEED)
-        if not ref.pretrained:  # no default init drawn only to be overwritten (overwritten_fills.py)
-            building.enter_context(overwritten_fills_skipped())
         loaded = source.load(ref, fetched or None)
         if not ref.pretrained and not source.own_init:
             with torch.no_grad():

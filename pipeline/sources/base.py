@@ -145,6 +145,11 @@ class Source:
     #: their ``--random-init`` model (and null twin) is the built model after every module's
     #: ``reset_parameters()`` (:func:`pipeline.sources.load_model`).
     own_init: ClassVar[bool] = True
+    #: False for sources whose trained weights may be made by code (``py:`` factories, which can draw
+    #: or train their weights in the call): their trained models are built exactly as the code runs,
+    #: not with overwritten draws skipped (pipeline/sources/overwritten_fills.py), which moves the
+    #: random stream. Checkpoint sources skip the init their checkpoint overwrites.
+    checkpoint_weights: ClassVar[bool] = True
 
     def random_init(self, ref: ModelRef) -> ModelRef:
         """The untrained variant of ``ref`` (same architecture, ``@random-init`` id). Sources whose

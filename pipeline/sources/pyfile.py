@@ -41,6 +41,7 @@ def _split(name: str) -> tuple[Path, str]:
 class PyFileSource(Source):
     description = "a Python factory function, py:FILE.py:FUNCTION"
     own_init = False
+    checkpoint_weights = False
 
     def resolve(self, name: str, *, random_init: bool = False) -> list[ModelRef]:
         path, func = _split(name)
