@@ -295,10 +295,11 @@ class MeasuredBeside:
     Two detections, each with half of the CPU's torch threads, take less wall time than one after the
     other with all of them: the serial parts of each (the twin's random init is one thread drawing
     normals; the detector's per-layer Python and small reductions) run while the other computes.
-    resnet50, batch 16, 2 threads: detect + twin 2.58 -> 2.41x a plain forward; mobilenetv3_large_100
-    4.24 -> 3.67x (docs/method.md). The price: both passes' activations are alive at once, which the
-    survey's memory estimate counts (pipeline/survey/memory.py). Elsewhere (:func:`measures_beside`
-    false: a GPU, one thread) :meth:`result` runs ``measure`` when asked, as it would without this class.
+    resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
+    the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
+    The price: both passes' activations are alive at once, which the survey's memory estimate counts
+    (pipeline/survey/memory.py). Elsewhere (:func:`measures_beside` false: a GPU, one thread)
+    :meth:`result` runs ``measure`` when asked, as it would without this class.
 
     ``with MeasuredBeside(measure, device) as beside: <detect the model>`` then ``beside.result()``.
     An exception in ``measure`` is raised by :meth:`result`; when the block raises, the twin is waited
