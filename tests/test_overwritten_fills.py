@@ -159,3 +159,11 @@ def test_a_py_factory_is_built_exactly_as_its_code_runs(tmp_path, monkeypatch) -
     direct = drawn().state_dict()
     loaded = load_model(f"py:{factory}:drawn").model.state_dict()
     assert all(torch.equal(direct[k], loaded[k]) for k in direct)
+
+
+def test_a_build_that_fails_does_not_draw_what_it_left_recorded() -> None:
+    drawn = torch.empty(4096)
+    with pytest.raises(MemoryError), overwritten_fills_skipped() as mode:
+        drawn.normal_()  # recorded, never read
+        raise MemoryError("the build ran out of memory")
+    assert mode.pending and not mode.skipped  # dropped with the failed build, not run after it

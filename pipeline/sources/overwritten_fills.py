@@ -116,10 +116,12 @@ class _SkipOverwrittenFills(TorchFunctionMode):
 
 @contextmanager
 def overwritten_fills_skipped() -> Iterator[_SkipOverwrittenFills]:
-    """Within the block, whole-tensor fills overwritten before any read are not run (see the module)."""
+    """Within the block, whole-tensor fills overwritten before any read are not run (see the module).
+
+    The fills still recorded at its end run then; after an error in the block they are dropped with
+    the half-built model (a build that ran out of memory must not draw its remaining weights first).
+    """
     mode = _SkipOverwrittenFills()
-    try:
-        with mode:
-            yield mode
-    finally:
-        mode.flush()
+    with mode:
+        yield mode
+    mode.flush()
