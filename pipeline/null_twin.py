@@ -284,11 +284,6 @@ def measure_null(
     return NullTwin(nid, result.neurons, int(s["pans"]), int(s["padded_neurons"]), how, time.perf_counter() - started)
 
 
-def measures_beside(device: torch.device) -> bool:
-    """Whether a twin is measured beside its model here (:func:`pipeline.settings.twin_beside`)."""
-    return twin_beside(device.type, torch.get_num_threads())
-
-
 class MeasuredBeside:
     """Runs ``measure`` (a null twin's measurement) beside the block that measures the model itself.
 
@@ -298,7 +293,7 @@ class MeasuredBeside:
     resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
     the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
     The price: both passes' activations are alive at once, which the survey's memory estimate counts
-    (pipeline/survey/memory.py). Elsewhere (:func:`measures_beside` false: a GPU, one thread)
+    (pipeline/survey/memory.py). Elsewhere (:func:`pipeline.settings.twin_beside` false: a GPU, one thread)
     :meth:`result` runs ``measure`` when asked, as it would without this class.
 
     ``with MeasuredBeside(measure, device) as beside: <detect the model>`` then ``beside.result()``.
@@ -308,8 +303,8 @@ class MeasuredBeside:
 
     def __init__(self, measure: Callable[[], NullTwin], device: torch.device) -> None:
         self._measure = measure
-        self._beside = measures_beside(device)
         self._threads = torch.get_num_threads()
+        self._beside = twin_beside(device.type, self._threads)
         self._thread: threading.Thread | None = None
         self._twin: NullTwin | None = None
         self._error: BaseException | None = None
