@@ -118,6 +118,43 @@ def test_the_driver_starts_the_costliest_model_of_its_window_first() -> None:
     assert sorted(survey.admission.asked) == sorted(costs) and len(survey.admission.asked) == 4
 
 
+@pytest.mark.parametrize("can_grow", [False, True])
+def test_held_models_go_to_ray_costliest_first_and_only_into_free_slots(can_grow) -> None:
+    # Ray starts queued tasks scheduling class by class, not in submission order: with every ready
+    # model in its queue, the bench's costliest model started fifth of eight. So a runtime that
+    # cannot grow gets at most one task per slot, the costliest held one first; an autoscaling
+    # cluster gets them all at once (queued tasks are the demand that adds nodes).
+    from pipeline.sources import ModelRef
+    from pipeline.survey.driver import Survey, _Job
+
+    costs = {"a": 5, "b": 50, "c": 20, "d": 500}
+    survey = Survey.__new__(Survey)
+    survey.admission = _KnownCosts(costs)
+    survey.admission.can_grow = can_grow
+    survey.slots, survey.detecting, survey.ready = 2, {}, []
+    sent: list[str] = []
+
+    def send(job):
+        sent.append(job.key)
+        survey.detecting[job.key] = job
+
+    survey._send_detect = send
+    jobs = {k: _Job(ModelRef(k, "py", k), k, SMALL, 0.0) for k in costs}
+    for job in jobs.values():
+        job.admitted = survey.admission.admit(job.ref, job.settings)
+    for k in "abcd":  # ready in this order (e.g. as their downloads end)
+        survey._submit_detect(jobs[k])
+    if can_grow:
+        assert sent == ["a", "b", "c", "d"] and not survey.ready
+        return
+    assert sent == ["a", "b"] and [j.key for j in survey.ready] == ["c", "d"]  # two slots, both taken
+    del survey.detecting["a"]  # a slot frees: the costliest held model takes it
+    survey._release_ready()
+    assert sent == ["a", "b", "d"] and [j.key for j in survey.ready] == ["c"]
+    survey._release_ready()  # no free slot: nothing more
+    assert sent == ["a", "b", "d"]
+
+
 def test_a_model_that_later_ones_keep_overtaking_stops_new_admissions_until_it_starts() -> None:
     # Ray starts whatever fits: a model needing a whole node would wait behind an endless stream of
     # small ones (the zoo run's cait_xs24_384 waited out its 900 s start timeout).

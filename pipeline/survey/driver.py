@@ -172,6 +172,7 @@ class Survey:
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
+        self.ready: list[_Job] = []  # ready to detect, held here until a slot is free (see _hold)
         self.placement = FetchPlacement(gpus, cpus)
         try:
             self._loop(pending, gpus, cpus)
@@ -192,28 +193,34 @@ class Survey:
         from pipeline.survey import signals
         from pipeline.survey.runtime import detect_slots
 
-        slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
-        while pending or self.fetching or self.detecting:
+        self.slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
+        while pending or self.fetching or self.detecting or self.ready:
             signals.check()  # SIGINT/SIGTERM: stop here, between two Ray calls
             if time.monotonic() - slots_at > 5:  # nodes come and go (autoscaler, failures)
-                slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
+                self.slots, slots_at = detect_slots(gpus, cpus), time.monotonic()
+            slots = self.slots
             # Keep downloads at most max_downloads ahead of what detection can take.
             while (
                 pending
                 and not self._starving(slots)
                 and len(self.fetching) < self.options.max_downloads
-                and len(self.fetching) + len(self.detecting) < slots + self.options.max_downloads
+                and len(self.fetching) + len(self.detecting) + len(self.ready) < slots + self.options.max_downloads
             ):
                 self._admit_and_fetch(self._costliest(pending, 2 * (slots + self.options.max_downloads)))
+            self._release_ready()
             waiting = [*self.fetching, *self.detecting]
+            if not waiting:
+                continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=POLL_SECONDS)
             if ready:
                 ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
-            for ref in ready:
-                if ref in self.fetching:
-                    self._fetched(ref, self.fetching.pop(ref))
-                elif ref in self.detecting:
-                    self._detected(ref, self.detecting.pop(ref))
+            fetched = [(ref, self.fetching.pop(ref)) for ref in ready if ref in self.fetching]
+            detected = [(ref, self.detecting.pop(ref)) for ref in ready if ref in self.detecting]
+            self._release_ready()  # the freed slots take their next model before the driver writes
+            for ref, job in fetched:
+                self._fetched(ref, job)
+            for ref, job in detected:
+                self._detected(ref, job)
             self._read_starts()
             self._enforce_timeouts()
             self.counts.running = sum(j.started is not None for j in self.detecting.values())
@@ -232,7 +239,7 @@ class Survey:
             job = pending[i]
             if job.admitted is None:
                 job.admitted = self.admission.admit(job.ref, job.settings)
-            macs = job.admitted[0].macs or 0
+            macs = _macs(job)
             if macs > cost:
                 best, cost = i, macs
         job = pending[best]
@@ -267,6 +274,28 @@ class Survey:
         self.fetching[ref] = job
 
     def _submit_detect(self, job: _Job) -> None:
+        """Queue ``job`` for detection: at once on a runtime that can grow, else when a slot is free.
+
+        Ray does not start queued tasks in the order they were submitted but scheduling class by
+        scheduling class (each memory request is a class of its own), so with more tasks queued
+        than slots the costliest-first order of :meth:`_costliest` was lost: on the 8-model bench the
+        costliest model started fifth and the survey ended with one slot idle. On a runtime that
+        cannot grow (the embedded one, a fixed cluster) the driver holds what is ready and submits
+        the costliest held model whenever fewer than ``slots`` detect tasks are in Ray. An
+        autoscaling cluster needs the queued tasks as demand to add nodes, so there nothing waits.
+        """
+        self.ready.append(job)
+        self._release_ready()
+
+    def _release_ready(self) -> None:
+        """Submit held models, costliest first, while a slot is free (or all, where the cluster can grow)."""
+        can_grow = self.admission.can_grow
+        while self.ready and (can_grow or len(self.detecting) < max(1, self.slots)):
+            job = max(self.ready, key=_macs)  # the first of equals: submission order
+            self.ready.remove(job)
+            self._send_detect(job)
+
+    def _send_detect(self, job: _Job) -> None:
         from pipeline.survey.tasks import detect_task
 
         # No Ray retries: Ray re-runs a task killed for memory without end; the driver retries instead
@@ -465,6 +494,11 @@ class Survey:
             ray.cancel(ref, force=True)
             del self.detecting[ref]
             self._fail(job, "timeout", "Timeout", why)
+
+
+def _macs(job: _Job) -> int:
+    """The estimated multiply-accumulates of ``job`` (0 when not estimated)."""
+    return (job.admitted[0].macs or 0) if job.admitted else 0
 
 
 def _affinity(node_id: str) -> Any:
