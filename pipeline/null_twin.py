@@ -291,8 +291,8 @@ class MeasuredBeside:
     other with all of them: the serial parts of each (the twin's random init is one thread drawing
     normals; the detector's per-layer Python and small reductions) run while the other computes, and
     the side that ends first hands its threads to the other (:meth:`_take_freed_threads`).
-    resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
-    the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
+    resnet50, batch 16, 2 threads (docs/method.md): detect + twin 2.55-2.74x a plain forward one after
+    the other, 2.31-2.61x beside (median 2.44), 2.02-2.39x beside with the hand-off (nine runs).
     The price: both passes' activations are alive at once, which the survey's memory estimate counts
     (pipeline/survey/memory.py). Elsewhere (:func:`pipeline.settings.twin_beside` false: a GPU, one thread)
     :meth:`result` runs ``measure`` when asked, as it would without this class.
