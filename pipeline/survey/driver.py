@@ -172,7 +172,7 @@ class Survey:
         self.counts = Counts(total=len(pending))
         self.fetching: dict[Any, _Job] = {}
         self.detecting: dict[Any, _Job] = {}
-        self.ready: list[_Job] = []  # ready to detect, held here until a slot is free (see _hold)
+        self.ready: list[_Job] = []  # ready to detect, held here until a slot is free (see _submit_detect)
         self.placement = FetchPlacement(gpus, cpus)
         try:
             self._loop(pending, gpus, cpus)
