@@ -24,6 +24,8 @@ def import_detector() -> str:
     and timm imported that walks ~400 k objects (about 0.1-0.2 s per model on a small machine).
     ``gc.freeze()`` moves the objects that exist after the imports, which live as long as the
     worker, out of the collector's sight, so the per-model collection only sees the model's objects.
+    No collection before it: after these imports one finds 4 unreachable objects of 415 k and costs
+    0.16 s of CPU, at the moment every worker of a cold survey is importing at once.
     """
     global _frozen
     import gc
@@ -34,7 +36,6 @@ def import_detector() -> str:
     import pipeline.sources  # noqa: F401
 
     if not _frozen:
-        gc.collect()
         gc.freeze()
         _frozen = True
     return ray.get_runtime_context().get_node_id()
