@@ -289,10 +289,9 @@ class MeasuredBeside:
 
     Two detections, each with half of the CPU's torch threads, take less wall time than one after the
     other with all of them: the serial parts of each (the twin's random init is one thread drawing
-    normals; the detector's per-layer Python and small reductions) run while the other computes, and
-    the side that ends first hands its threads to the other (:meth:`_take_freed_threads`).
-    resnet50, batch 16, 2 threads (docs/method.md): detect + twin 2.55-2.74x a plain forward one after
-    the other, 2.31-2.61x beside (median 2.44), 2.02-2.39x beside with the hand-off (nine runs).
+    normals; the detector's per-layer Python and small reductions) run while the other computes.
+    resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
+    the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
     The price: both passes' activations are alive at once, which the survey's memory estimate counts
     (pipeline/survey/memory.py). Elsewhere (:func:`pipeline.settings.twin_beside` false: a GPU, one thread)
     :meth:`result` runs ``measure`` when asked, as it would without this class.
@@ -309,10 +308,6 @@ class MeasuredBeside:
         self._thread: threading.Thread | None = None
         self._twin: NullTwin | None = None
         self._error: BaseException | None = None
-        self._done: set[int] = set()  # thread idents of the sides that have finished
-        self._sides: tuple[int, int] | None = None  # (the block's thread, the twin's thread)
-        self._grown: set[int] = set()
-        self._hook: Any = None
 
     def _run(self, threads: int | None = None) -> None:
         try:
@@ -321,45 +316,21 @@ class MeasuredBeside:
             self._twin = self._measure()
         except BaseException as exc:  # raised again by result(), in the caller's thread
             self._error = exc
-        finally:
-            self._done.add(threading.get_ident())
-
-    def _take_freed_threads(self, _module: nn.Module, _inputs: Any) -> None:
-        """At each module call of either side: once the other side has finished, take all the threads.
-
-        The two sides rarely take equally long (resnet50: the model's detection 2.35 s on one
-        thread, the twin's build, probe statistics and detection 2.78 s), and a torch thread count is
-        per calling thread, so without this the side still running would leave a core idle to the end.
-        """
-        me = threading.get_ident()
-        if self._sides is None or me in self._grown or me not in self._sides:
-            return
-        other = self._sides[1] if me == self._sides[0] else self._sides[0]
-        if other in self._done:
-            self._grown.add(me)
-            torch.set_num_threads(self._threads)
 
     def __enter__(self) -> MeasuredBeside:
         if self._beside:
             half = max(1, self._threads // 2)
             torch.set_num_threads(half)
             self._thread = threading.Thread(target=self._run, args=(half,), name="null-twin", daemon=True)
-            self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._take_freed_threads)
             self._thread.start()
-            assert self._thread.ident is not None
-            self._sides = (threading.get_ident(), self._thread.ident)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if self._thread is None:
             return
-        self._done.add(threading.get_ident())
-        try:
-            if kind is None or issubclass(kind, Exception):  # not on Ctrl-C: the daemon thread dies with the process
-                self._thread.join()
-        finally:
-            self._hook.remove()
-            torch.set_num_threads(self._threads)
+        if kind is None or issubclass(kind, Exception):  # not on Ctrl-C: the daemon thread dies with the process
+            self._thread.join()
+        torch.set_num_threads(self._threads)
 
     def result(self) -> NullTwin:
         """The twin (measured now where it was not measured beside the block)."""
