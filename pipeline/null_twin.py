@@ -292,6 +292,10 @@ class MeasuredBeside:
     normals; the detector's per-layer Python and small reductions) run while the other computes.
     resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
     the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
+    Each side keeps its thread count to the end. Handing the threads of the side that ends first to
+    the other (tried: about 3% faster on resnet50) made the twin's float sums depend on when that
+    happened, so a twin measured again differed from the stored one (by ~1e-6; caught by
+    tests/test_reliability_nulls.py): results must not depend on timing.
     The price: both passes' activations are alive at once, which the survey's memory estimate counts
     (pipeline/survey/memory.py). Elsewhere (:func:`pipeline.settings.twin_beside` false: a GPU, one thread)
     :meth:`result` runs ``measure`` when asked, as it would without this class.
