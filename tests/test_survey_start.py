@@ -32,12 +32,13 @@ def test_a_warmed_worker_has_frozen_its_imports() -> None:
         "from pipeline.survey.warmup import import_detector\n"
         "import_detector(); import_detector()\n"
         "t = time.perf_counter(); gc.collect(); took = time.perf_counter() - t\n"
-        "print(gc.get_freeze_count(), took)\n"
+        "print(gc.get_freeze_count(), took, gc.isenabled())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    frozen, took = out.stdout.split()
+    frozen, took, collecting = out.stdout.split()
     assert int(frozen) > 100_000  # torch, timm and the detector: out of the collector's sight
     assert float(took) < 0.05  # a full collection no longer walks them (~0.2 s before)
+    assert collecting == "True"  # off during the imports only: the worker's models are collected
 
 
 @pytest.mark.ray
@@ -49,3 +50,31 @@ def test_random_init_models_go_straight_to_detection(ray_local, tmp_path: Path) 
     )
     assert (summary.done, summary.failed) == (2, 0)
     assert all(r.fetch_node is None and r.detect_node for r in summary.models), summary.models
+
+
+@pytest.mark.ray
+def test_the_embedded_runtime_starts_without_the_helpers_it_cannot_use() -> None:
+    # No autoscaler monitor (the embedded runtime never grows) and no log monitor unless worker
+    # output is streamed to the driver: each is a process importing Ray on the survey's cores.
+    code = (
+        "import ray\n"
+        "from ray._private.parameter import RayParams\n"
+        "from pipeline.survey.runtime import connect\n"
+        "init = RayParams.__init__\n"
+        "for to_driver in (False, True):\n"
+        "    rt = connect(None, num_cpus=1, log_to_driver=to_driver)\n"
+        "    from ray._private.worker import _global_node\n"
+        "    kinds = sorted(_global_node.all_processes)\n"
+        "    print(to_driver, ','.join(kinds), ray.get(ray.remote(lambda: 6 * 7).remote()))\n"
+        "    rt.close()\n"
+        "print('restored', RayParams.__init__ is init)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines.keys() == {"False", "True", "restored"}, out.stdout + out.stderr[-2000:]
+    quiet, streaming = lines["False"].split(), lines["True"].split()
+    assert quiet[1] == streaming[1] == "42"  # the runtime runs tasks
+    assert "raylet" in quiet[0].split(",") and "gcs_server" in quiet[0].split(",")
+    assert "monitor" not in quiet[0].split(",") and "log_monitor" not in quiet[0].split(",")
+    assert "log_monitor" in streaming[0].split(",") and "monitor" not in streaming[0].split(",")
+    assert lines["restored"] == "True"  # Ray's own parameters are as they were for any later start

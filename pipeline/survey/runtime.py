@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,28 +31,42 @@ class Runtime:
         import ray
 
         if self.owned and ray.is_initialized():
-            if self.address == "local":
-                _stop_autoscaler_monitor()
             ray.shutdown()
 
 
-def _stop_autoscaler_monitor() -> None:
-    """Kill the embedded runtime's autoscaler monitor before ``ray.shutdown()``.
+@contextmanager
+def _without_idle_helpers(log_to_driver: bool) -> Iterator[None]:
+    """While ``ray.init`` starts an embedded runtime, leave out the two helpers it cannot use.
 
-    That process does not exit on SIGTERM, so ``ray.shutdown()`` waits its full second for it before
-    killing it (measured: monitor 1.008 s of a 1.095 s shutdown; raylet, GCS and the rest 0.06 s).
-    A local runtime has no autoscaler to stop gracefully. Ray's internals: anything unexpected here
-    leaves the ordinary shutdown to do it.
+    ``ray.init`` starts what ``ray start --head`` starts, including an autoscaler monitor (the
+    embedded runtime has no autoscaler: it never grows) and a log monitor (it only streams worker
+    output to a driver that asked for it; the workers write their log files themselves, and those
+    are what DIR/logs/ keeps). Each is a Python process importing Ray on the cores the survey's
+    own start needs: measured on 2 cores, ``ray.init`` 4.0 s with them, 2.7 s without (alternated,
+    two runs each), and no monitor that ignores SIGTERM for ``ray.shutdown()`` to wait out (1 s).
+    ``ray start`` has flags for both (``--no-monitor``, ``--include-log-monitor``); ``ray.init``
+    does not pass them on, so they are set on the parameters it builds (Ray's own test clusters
+    set ``include_log_monitor`` the same way). A Ray without these names starts them as usual
+    (tests/test_survey_runtime.py checks that they are left out).
     """
     try:
-        from ray._private import ray_constants
-        from ray._private.worker import _global_node
+        from ray._private.parameter import RayParams
+    except ImportError:  # another Ray: its usual start
+        yield
+        return
+    original = RayParams.__init__
 
-        for info in _global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
-            info.process.kill()
-            info.process.wait(timeout=1.0)
-    except Exception:  # a Ray version without these names: the slow path
-        pass
+    def lean(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.no_monitor = True
+        if not log_to_driver:
+            self.include_log_monitor = False
+
+    RayParams.__init__ = lean  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        RayParams.__init__ = original  # type: ignore[method-assign]
 
 
 def connect(
@@ -79,20 +95,21 @@ def connect(
     try:
         if address is None:
             cpus = num_cpus or os.cpu_count() or 1
-            ray.init(
-                address="local",
-                num_cpus=num_cpus,
-                # Fetch tasks take no CPU slot, so Ray counts their workers as surplus and kills them
-                # when idle; each restart re-imports torch and timm (seconds). Keep them alive.
-                # No Ray-side retries of out-of-memory kills (Ray's default: without end); the driver
-                # retries a killed model once, alone on the node (survey/driver.py, _oom).
-                _system_config={"num_workers_soft_limit": cpus + max_downloads + 1, "task_oom_retries": 0},
-                _memory=memory,
-                include_dashboard=False,
-                log_to_driver=log_to_driver,
-                logging_level="WARNING",
-                configure_logging=True,
-            )
+            with _without_idle_helpers(log_to_driver):
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    # Fetch tasks take no CPU slot, so Ray counts their workers as surplus and kills them
+                    # when idle; each restart re-imports torch and timm (seconds). Keep them alive.
+                    # No Ray-side retries of out-of-memory kills (Ray's default: without end); the driver
+                    # retries a killed model once, alone on the node (survey/driver.py, _oom).
+                    _system_config={"num_workers_soft_limit": cpus + max_downloads + 1, "task_oom_retries": 0},
+                    _memory=memory,
+                    include_dashboard=False,
+                    log_to_driver=log_to_driver,
+                    logging_level="WARNING",
+                    configure_logging=True,
+                )
             return Runtime(owned=True, address="local")
         _check_reachable(address)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ} if forward else {}
