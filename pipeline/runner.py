@@ -85,6 +85,8 @@ def detect_loaded(
             reference=settings.reference,
         )
     s = result.summary
+    if twin is not None:  # the twin's weight draws it ran between the model's modules are not the model's time
+        s["detect_seconds"] = max(0.0, s["detect_seconds"] - twin.lent_seconds)
     _check_measured(loaded.model_id, s, images.shape)
     tables: dict[str, pa.Table] = {}
     if twin is not None:

@@ -17,7 +17,7 @@ import torch.nn as nn
 from pipeline.cli import main
 from pipeline.detect import detect_pans
 from pipeline.errors import ModelLoadError, PanSurveyError
-from pipeline.null_twin import MeasuredBeside, activation_ratio, build_twin, recalibrate
+from pipeline.null_twin import DrawnBeside, MeasuredBeside, activation_ratio, build_twin, measure_null, recalibrate
 from pipeline.probes import make_probe
 from pipeline.runner import detect_loaded
 from pipeline.settings import DetectSettings
@@ -459,3 +459,101 @@ def test_a_twin_measured_beside_counts_what_it_counts_after_the_model(tiny_timm_
     assert beside_rows.num_rows == after_rows.num_rows > 0
     a, b = (t.column("max_abs_own_z").to_pylist() for t in (beside_rows, after_rows))
     assert a == pytest.approx(b, rel=1e-5)  # both ran on one thread: the same sums
+
+
+# -- the twin's draws beside its pass (null_twin.DrawnBeside) -----------------------------------
+
+
+def _deferred_twin(name: str):
+    ref = resolve_spec(f"timm:{name}")[0]
+    loaded = build_twin(ref, defer_fills=True)
+    assert loaded.deferred_fills is not None and loaded.deferred_fills.fills  # draws left to run
+    drawn = DrawnBeside(loaded.model, loaded.deferred_fills, channels_last=True)
+    return ref, loaded.model, drawn
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet", "test_nfnet"])
+@pytest.mark.parametrize("drawer", ["the model's thread", "the twin's thread", "both"])
+def test_a_twin_drawn_beside_its_pass_has_every_value_of_a_twin_drawn_first(name: str, drawer: str) -> None:
+    ref, twin, drawn = _deferred_twin(name)
+    assert drawn.waiting_for  # its weights got new storage: its pass has to wait for their draws
+    first = build_twin(ref).model  # drawn at the end of its build, as before
+    images = torch.randn(2, 3, 64, 64)
+    helper = threading.Thread(target=drawn.draw)
+    if drawer == "the model's thread":
+        helper.start()
+        helper.join()
+    with torch.no_grad(), drawn.waiting():
+        if drawer == "both":
+            helper.start()  # draws while the pass below draws what it reaches first
+        out = twin(images)
+    if drawer == "both":
+        helper.join()
+    assert not drawn.waiting_for
+    mine, theirs = twin.state_dict(), first.state_dict()
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), key  # the same draws from the same state, in order
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in twin.parameters() if p.dim() == 4)
+    with torch.no_grad():
+        assert torch.allclose(out, first(images), rtol=1e-4, atol=1e-5)  # channels-last against NCHW
+
+
+@pytest.mark.parametrize("drawer", ["the model's thread", "the twin's thread"])
+def test_a_draw_that_fails_ends_the_twins_pass_with_its_error(drawer: str) -> None:
+    _ref, twin, drawn = _deferred_twin("test_resnet")
+    fills = drawn._fills
+    fills[len(fills) // 2] = (fills[len(fills) // 2][0], _no_room, (), {}, False)
+    failures = []
+
+    def draw() -> None:
+        try:
+            drawn.draw()
+        except MemoryError as exc:
+            failures.append(exc)
+
+    if drawer == "the model's thread":
+        helper = threading.Thread(target=draw)
+        helper.start()
+        helper.join(timeout=30)
+        assert len(failures) == 1 and not helper.is_alive()
+    expected = (RuntimeError, "drawing the null twin's weights failed") if failures else (MemoryError, "no room")
+    with pytest.raises(expected[0], match=expected[1]), torch.no_grad(), drawn.waiting():
+        twin(torch.randn(1, 3, 64, 64))  # waits for nothing that can never come
+    assert drawn.waiting_for  # what the failed draw left unfilled stays marked so
+
+
+def _no_room(*_args, **_kwargs):
+    raise MemoryError("no room for the weights")
+
+
+def test_beside_its_model_a_twin_hands_its_draws_over_and_counts_the_same(torch_threads) -> None:
+    torch_threads(2)
+    settings = DetectSettings(num_images=4, image_size=64, device="cpu")
+    ref = resolve_spec("timm:test_resnet")[0]
+    built = build_twin(ref)  # a model to detect beside the twin (at random init: no download)
+    model = built.model
+    images = make_probe(settings.probe, 4, built.preprocess.with_image_size(64), settings.seed)
+    with MeasuredBeside(lambda: measure_null(ref, images, settings), torch.device("cpu")) as beside:
+        detect_pans(model, images, device="cpu")
+    handed = beside.result()
+    assert beside.ran_on_block_thread == 1  # the draws went to this thread (at a module call, or at the end)
+    torch_threads(1)
+    alone = measure_null(ref, images, settings)  # one thread, as the twin's side: the same sums
+    assert handed.neurons.equals(alone.neurons) and handed.pans == alone.pans
+
+
+def test_a_hand_over_after_the_block_has_ended_is_refused(torch_threads) -> None:
+    torch_threads(2)
+    ran = []
+
+    def measure():
+        time.sleep(0.5)  # the empty block below has ended by now
+        work = lambda: ran.append(threading.current_thread().name)  # noqa: E731
+        if not beside.hand_over(work):
+            work()
+        return "twin"
+
+    with MeasuredBeside(measure, torch.device("cpu")) as beside:
+        pass
+    assert beside.result() == "twin" and ran == ["null-twin"] and beside.ran_on_block_thread == 0

@@ -125,8 +125,8 @@ def test_a_checkpoint_load_skips_the_init_it_overwrites_and_keeps_every_value(ti
     modes = []
 
     @contextmanager
-    def recorded():
-        with overwritten_fills_skipped() as mode:
+    def recorded(**kwargs):
+        with overwritten_fills_skipped(**kwargs) as mode:
             modes.append(mode)
             yield mode
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from pipeline.detect.classify import classify, dead_mask, pan_rule
 from pipeline.detect.layer import REFERENCES, LayerInfo, LayerStats
-from pipeline.detect.layout import to_fastest_layout
+from pipeline.detect.layout import on_device, to_fastest_layout
 from pipeline.detect.tracer import ConvCall, ConvTracer
 from pipeline.errors import PanSurveyError
 from pipeline.schema import NEURONS, SIDES, table_from_rows
@@ -102,7 +102,7 @@ def detect_pans(
     if batch_size < 1:
         raise PanSurveyError("batch size must be at least 1")
     dev = resolve_device(device)
-    to_fastest_layout(model.eval().to(dev), dev)
+    to_fastest_layout(on_device(model.eval(), dev), dev)
     recorder = _Recorder(dev, reference)
     started = time.perf_counter()
     with ConvTracer(model, recorder) as tracer:

@@ -11,8 +11,22 @@ agree with NCHW ones to about 2e-5 (float summation order). docs/method.md has t
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn as nn
+
+
+def on_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model.to(device)``, skipped where every parameter and buffer is there already.
+
+    Skipped, it runs no tensor op: a null twin whose weights are still being drawn beside its pass
+    (pipeline/null_twin.py, :class:`~pipeline.null_twin.DrawnBeside`) must not be read before.
+    """
+    dev = torch.device(device)
+    if any(t.device != dev for t in itertools.chain(model.parameters(), model.buffers())):
+        model.to(dev)
+    return model
 
 
 def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:

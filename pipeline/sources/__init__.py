@@ -123,7 +123,13 @@ def split_null_model_id(null_id: str) -> tuple[str, int, int] | None:
 INIT_SEED = 0
 
 
-def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[str, Any] | None = None) -> LoadedModel:
+def load_model(
+    ref: ModelRef | str,
+    *,
+    random_init: bool = False,
+    fetched: dict[str, Any] | None = None,
+    defer_fills: bool = False,
+) -> LoadedModel:
     """Load a ref (or a spec naming exactly one model) on CPU in eval mode.
 
     ``fetched`` is the result of :func:`fetch` for this ref on this machine; without it the
@@ -132,6 +138,10 @@ def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[
     and anything a ``py:`` factory draws at random, are the same in every run and on every node.
     A random-init ref of a source without an init of its own (``py:``, ``local-dir:``) gets every
     module's ``reset_parameters()`` after it is built.
+
+    ``defer_fills``: the random fills of a random-init build are not run but returned in
+    ``deferred_fills`` (:class:`~pipeline.sources.overwritten_fills.DeferredFills`), for a null
+    twin whose draws run beside its detection (pipeline/null_twin.py); run them before reading it.
     """
     import torch
 
@@ -141,14 +151,19 @@ def load_model(ref: ModelRef | str, *, random_init: bool = False, fetched: dict[
     ref = _one(ref, random_init)
     source = SOURCES.get(ref.source)()
     # No init drawn only to be overwritten, by the model's own init or by its checkpoint (overwritten_fills.py).
-    skipping = overwritten_fills_skipped() if source.checkpoint_weights or not ref.pretrained else nullcontext()
-    with torch.random.fork_rng(devices=[]), skipping:
+    skipping = (
+        overwritten_fills_skipped(defer=defer_fills and not ref.pretrained)
+        if source.checkpoint_weights or not ref.pretrained
+        else nullcontext()
+    )
+    with torch.random.fork_rng(devices=[]), skipping as mode:
         torch.manual_seed(INIT_SEED)
         loaded = source.load(ref, fetched or None)
         if not ref.pretrained and not source.own_init:
             with torch.no_grad():
                 reset_all_parameters(loaded.model)
     loaded.model.eval()
+    loaded.deferred_fills = getattr(mode, "deferred", None)
     return loaded
 
 

@@ -95,6 +95,8 @@ class LoadedModel:
     license: str | None = None
     top1: float | None = None
     class_names: list[str] | None = None
+    #: Random fills not yet run (``load_model(defer_fills=True)``); the model must not be read before.
+    deferred_fills: Any = None
 
     @property
     def model_id(self) -> str:

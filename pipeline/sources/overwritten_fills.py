@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,6 +78,7 @@ class _SkipOverwrittenFills(TorchFunctionMode):
         self.pending: dict[int, tuple[Any, tuple, dict, bool]] = {}
         self.skipped = 0  # fills not run: overwritten by another fill or by a copy
         self.copied_over = 0  # of which by a copy (a checkpoint's values)
+        self.deferred: DeferredFills | None = None  # the fills left at the end of a deferring block
 
     def flush(self, keys: set[int] | None = None) -> None:
         """Run the recorded fills of these storages (all: None), oldest first."""
@@ -114,14 +116,59 @@ class _SkipOverwrittenFills(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+#: The fills that draw random numbers (they take a ``generator``).
+DRAWS = FILLS - {_T.zero_, _T.fill_, init.constant_}
+
+
+@dataclass
+class DeferredFills:
+    """The fills a build left recorded, to run later, in their order, from the random state they had.
+
+    What a null twin's build hands to the thread beside it (pipeline/null_twin.py). The draws use a
+    generator of their own set to the recorded state, so every tensor gets exactly the values the
+    block's own end would have given it, whichever thread runs them, and nothing else's random
+    state is touched.
+    """
+
+    fills: list[tuple[int, Any, tuple, dict, bool]]  # (storage address, fill, args, kwargs, grad mode)
+    rng_state: torch.Tensor  # the CPU generator's state at the end of the block
+
+    def generator(self) -> torch.Generator:
+        g = torch.Generator()
+        g.set_state(self.rng_state)
+        return g
+
+    @staticmethod
+    def call(fill: tuple[int, Any, tuple, dict, bool], generator: torch.Generator) -> None:
+        """Run one recorded fill, drawing from ``generator``."""
+        _key, func, args, kwargs, grad = fill
+        if func in DRAWS and kwargs.get("generator") is None:
+            kwargs = {**kwargs, "generator": generator}
+        with torch.set_grad_enabled(grad):
+            func(*args, **kwargs)
+
+    def run(self) -> None:
+        """Run every fill, in order."""
+        g = self.generator()
+        for fill in self.fills:
+            self.call(fill, g)
+
+
 @contextmanager
-def overwritten_fills_skipped() -> Iterator[_SkipOverwrittenFills]:
+def overwritten_fills_skipped(*, defer: bool = False) -> Iterator[_SkipOverwrittenFills]:
     """Within the block, whole-tensor fills overwritten before any read are not run (see the module).
 
     The fills still recorded at its end run then; after an error in the block they are dropped with
     the half-built model (a build that ran out of memory must not draw its remaining weights first).
+    With ``defer`` they are not run but left in ``mode.deferred`` (:class:`DeferredFills`), with the
+    random state to run them from: the built model must not be read before they have run.
     """
     mode = _SkipOverwrittenFills()
     with mode:
         yield mode
-    mode.flush()
+    if defer:
+        fills = [(key, *fill) for key, fill in mode.pending.items()]
+        mode.deferred = DeferredFills(fills, torch.get_rng_state())
+        mode.pending = {}
+    else:
+        mode.flush()
