@@ -441,8 +441,8 @@ class MeasuredBeside:
     Two detections, each with half of the CPU's torch threads, take less wall time than one after the
     other with all of them: the serial parts of each (the twin's random init is one thread drawing
     normals; the detector's per-layer Python and small reductions) run while the other computes.
-    resnet50, batch 16, 2 threads, six bench runs: detect + twin 2.55-2.74x a plain forward one after
-    the other, 2.31-2.61x beside (median 2.44); mobilenetv3_large_100 4.41 -> 3.93x (docs/method.md).
+    resnet50, batch 16, 2 threads: detect + twin 2.51x a plain forward one after the other, 2.24-2.39x
+    beside in eight bench runs (docs/method.md, sixth session: with the twin's draws handed over).
     Each side keeps its thread count to the end. Handing the threads of the side that ends first to
     the other (tried: about 3% faster on resnet50) made the twin's float sums depend on when that
     happened, so a twin measured again differed from the stored one (by ~1e-6; caught by
