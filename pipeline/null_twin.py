@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from pipeline.detect.layout import on_device, prefers_channels_last, to_fastest_layout
+from pipeline.detect.layout import copied_channels_last, on_device, prefers_channels_last, to_fastest_layout
 from pipeline.settings import NULL_VERSION, RECALIBRATION, null_settings, twin_beside  # noqa: F401  (defined there: no torch)
 from pipeline.sources import load_model, null_model_id, twin_ref
 from pipeline.sources.overwritten_fills import METADATA, DeferredFills, _storage, _tensors
@@ -320,7 +320,7 @@ class DrawnBeside:
     storage not ready yet, runs the next ones itself until it is. So every value is the one a twin
     drawn first has (tests/test_null_twin.py compares them exactly); only which thread draws it, and
     when, changes. Where a pending storage is not exactly one whole tensor (a view into a larger
-    one), nothing is swapped and :meth:`draw` runs the fills as the build's end would have.
+    one), nothing is swapped: the fills run into the storages the model reads, which are waited for.
     """
 
     def __init__(self, model: nn.Module, deferred: DeferredFills, *, channels_last: bool) -> None:
@@ -330,9 +330,12 @@ class DrawnBeside:
         self._drawing = threading.Lock()  # one fill at a time, in order, on either thread
         self._ready = threading.Condition()
         self._error: BaseException | None = None
-        self.waiting_for: set[int] = set()  # new storages not filled yet
+        self.waiting_for: set[int] = set()  # storages the model reads whose fill has not run yet
         self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pending storage -> (old, new)
         pending = {key for key, *_ in deferred.fills}
+        # Every pending storage is waited for: a tensor the model holds outside its parameters and
+        # buffers (a plain attribute) is read where it is, once its fill has run.
+        self.waiting_for = set(pending)
         owners: dict[int, list[torch.Tensor]] = {}
         for t in [*model.parameters(), *model.buffers()]:
             key = _storage(t)
@@ -343,13 +346,14 @@ class DrawnBeside:
         swapped: dict[int, torch.Tensor] = {}  # id(a tensor object given new storage) -> its old storage
         for key, ts in owners.items():
             old = ts[0].data
-            layout = channels_last and old.dim() == 4 and isinstance(ts[0], nn.Parameter)
-            new = torch.empty_like(old, memory_format=torch.channels_last if layout else torch.contiguous_format)
+            # The layout to_fastest_layout would give it (the same strides: the same convolution path).
+            layout = channels_last and isinstance(ts[0], nn.Parameter) and copied_channels_last(old)
+            new = torch.empty_like(old, memory_format=torch.channels_last if layout else torch.preserve_format)
             for t in ts:
                 swapped[id(t)] = old
                 t.data = new  # tied tensors keep sharing one storage
             self._targets[key] = (old, new)
-            self.waiting_for.add(_storage(new))  # type: ignore[arg-type]
+            self.waiting_for.add(_storage(new))  # type: ignore[arg-type]  (and the old one: an alias may read it)
         # A fill recorded on one of those tensor objects now fills its old storage instead.
         self._fills = [(key, f, *_retarget(args, kwargs, swapped), grad) for key, f, args, kwargs, grad in self._fills]
 
@@ -360,6 +364,7 @@ class DrawnBeside:
                 return False
             fill = self._fills[self._next]
             assert fill is not None
+            key = fill[0]
             try:
                 DeferredFills.call(fill, self._generator)
                 target = self._targets.pop(fill[0], None)
@@ -373,10 +378,11 @@ class DrawnBeside:
             self._fills[self._next] = None  # its old storage is freed now: the weights are not held twice
             self._next += 1
             del fill
-        if target is not None:
-            with self._ready:
+        with self._ready:
+            self.waiting_for.discard(key)
+            if target is not None:
                 self.waiting_for.discard(_storage(target[1]))  # type: ignore[arg-type]
-                self._ready.notify_all()
+            self._ready.notify_all()
         return True
 
     def draw(self) -> None:

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from pipeline.cli import main
 from pipeline.detect import detect_pans
+from pipeline.detect.layout import prefers_channels_last, to_fastest_layout
 from pipeline.errors import ModelLoadError, PanSurveyError
 from pipeline.null_twin import DrawnBeside, MeasuredBeside, activation_ratio, build_twin, measure_null, recalibrate
 from pipeline.probes import make_probe
@@ -468,7 +469,8 @@ def _deferred_twin(name: str):
     ref = resolve_spec(f"timm:{name}")[0]
     loaded = build_twin(ref, defer_fills=True)
     assert loaded.deferred_fills is not None and loaded.deferred_fills.fills  # draws left to run
-    drawn = DrawnBeside(loaded.model, loaded.deferred_fills, channels_last=True)
+    cl = prefers_channels_last(loaded.model, torch.device("cpu"))  # as measure_null asks
+    drawn = DrawnBeside(loaded.model, loaded.deferred_fills, channels_last=cl)
     return ref, loaded.model, drawn
 
 
@@ -494,7 +496,9 @@ def test_a_twin_drawn_beside_its_pass_has_every_value_of_a_twin_drawn_first(name
     assert mine.keys() == theirs.keys()
     for key in mine:
         assert torch.equal(mine[key], theirs[key]), key  # the same draws from the same state, in order
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in twin.parameters() if p.dim() == 4)
+    to_fastest_layout(first, torch.device("cpu"))  # as detection lays it out
+    strides = {k: p.stride() for k, p in first.named_parameters()}
+    assert {k: p.stride() for k, p in twin.named_parameters()} == strides  # the same convolution paths
     with torch.no_grad():
         assert torch.allclose(out, first(images), rtol=1e-4, atol=1e-5)  # channels-last against NCHW
 
@@ -527,10 +531,11 @@ def _no_room(*_args, **_kwargs):
     raise MemoryError("no room for the weights")
 
 
-def test_beside_its_model_a_twin_hands_its_draws_over_and_counts_the_same(torch_threads) -> None:
+@pytest.mark.parametrize("name", ["test_resnet", "efficientnet_b0"])
+def test_beside_its_model_a_twin_hands_its_draws_over_and_counts_the_same(torch_threads, name: str) -> None:
     torch_threads(2)
     settings = DetectSettings(num_images=4, image_size=64, device="cpu")
-    ref = resolve_spec("timm:test_resnet")[0]
+    ref = resolve_spec(f"timm:{name}")[0]
     built = build_twin(ref)  # a model to detect beside the twin (at random init: no download)
     model = built.model
     images = make_probe(settings.probe, 4, built.preprocess.with_image_size(64), settings.seed)
@@ -557,3 +562,37 @@ def test_a_hand_over_after_the_block_has_ended_is_refused(torch_threads) -> None
     with MeasuredBeside(measure, torch.device("cpu")) as beside:
         pass
     assert beside.result() == "twin" and ran == ["null-twin"] and beside.ran_on_block_thread == 0
+
+
+class _HeldOutside(nn.Module):
+    """A net that draws a tensor it holds as a plain attribute (neither parameter nor buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.scale = torch.empty(1, 4, 1, 1)
+        nn.init.normal_(self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) * self.scale
+
+
+def test_a_drawn_tensor_the_twin_holds_outside_its_parameters_is_waited_for_too() -> None:
+    from pipeline.sources.overwritten_fills import overwritten_fills_skipped
+
+    def build(defer: bool):
+        with torch.random.fork_rng(devices=[]), overwritten_fills_skipped(defer=defer) as mode:
+            torch.manual_seed(0)
+            net = _HeldOutside().eval()
+        return net, mode.deferred
+
+    first, _ = build(False)
+    net, deferred = build(True)
+    drawn = DrawnBeside(net, deferred, channels_last=True)
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad(), drawn.waiting():
+        out = net(images)  # nobody else draws: the pass draws what it reaches, the attribute last
+    assert torch.equal(net.scale, first.scale) and torch.equal(net.conv.weight, first.conv.weight)
+    with torch.no_grad():
+        assert torch.allclose(out, first(images), rtol=1e-5, atol=1e-6)

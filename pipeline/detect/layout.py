@@ -42,6 +42,15 @@ def to_fastest_layout(model: nn.Module, device: torch.device) -> nn.Module:
     """
     if prefers_channels_last(model, device):
         for p in model.parameters():
-            if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+            if copied_channels_last(p):
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
     return model
+
+
+def copied_channels_last(p: torch.Tensor) -> bool:
+    """Whether :func:`to_fastest_layout` copies this parameter: 4-d and not channels-last already.
+
+    A weight with a size-1 channel or kernel (depthwise, 1x1) counts as channels-last as it is and
+    keeps its strides, which decide the path (and the float sums) of its convolution.
+    """
+    return p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
