@@ -448,7 +448,7 @@ class MeasuredBeside:
     other with all of them: the serial parts of each (the twin's random init is one thread drawing
     normals; the detector's per-layer Python and small reductions) run while the other computes.
     resnet50, batch 16, 2 threads: detect + twin 2.51x a plain forward one after the other, 2.24-2.39x
-    beside in nine bench runs (docs/method.md, sixth session: with the twin's draws handed over).
+    beside in eleven bench runs (docs/method.md, sixth session: with the twin's draws handed over).
     Each side keeps its thread count to the end. Handing the threads of the side that ends first to
     the other (tried: about 3% faster on resnet50) made the twin's float sums depend on when that
     happened, so a twin measured again differed from the stored one (by ~1e-6; caught by
