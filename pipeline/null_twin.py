@@ -330,12 +330,12 @@ class DrawnBeside:
         self._drawing = threading.Lock()  # one fill at a time, in order, on either thread
         self._ready = threading.Condition()
         self._error: BaseException | None = None
-        self.waiting_for: set[int] = set()  # storages the model reads whose fill has not run yet
         self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # pending storage -> (old, new)
         pending = {key for key, *_ in deferred.fills}
-        # Every pending storage is waited for: a tensor the model holds outside its parameters and
-        # buffers (a plain attribute) is read where it is, once its fill has run.
-        self.waiting_for = set(pending)
+        # Storages the model reads whose fill has not run yet: every pending one (a tensor the model
+        # holds outside its parameters and buffers, a plain attribute, is read where it is), and
+        # below, the new storage of each tensor given one.
+        self.waiting_for: set[int] = set(pending)
         owners: dict[int, list[torch.Tensor]] = {}
         for t in [*model.parameters(), *model.buffers()]:
             key = _storage(t)
@@ -367,7 +367,7 @@ class DrawnBeside:
             key = fill[0]
             try:
                 DeferredFills.call(fill, self._generator)
-                target = self._targets.pop(fill[0], None)
+                target = self._targets.pop(key, None)
                 if target is not None:
                     target[1].copy_(target[0])
             except BaseException as exc:

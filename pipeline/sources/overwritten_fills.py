@@ -147,12 +147,6 @@ class DeferredFills:
         with torch.set_grad_enabled(grad):
             func(*args, **kwargs)
 
-    def run(self) -> None:
-        """Run every fill, in order."""
-        g = self.generator()
-        for fill in self.fills:
-            self.call(fill, g)
-
 
 @contextmanager
 def overwritten_fills_skipped(*, defer: bool = False) -> Iterator[_SkipOverwrittenFills]:

@@ -47,7 +47,7 @@ def _without_idle_helpers(log_to_driver: bool) -> Iterator[None]:
     ``ray start`` has flags for both (``--no-monitor``, ``--include-log-monitor``); ``ray.init``
     does not pass them on, so they are set on the parameters it builds (Ray's own test clusters
     set ``include_log_monitor`` the same way). A Ray without these names starts them as usual
-    (tests/test_survey_runtime.py checks that they are left out).
+    (tests/test_survey_start.py checks that they are left out).
     """
     try:
         from ray._private.parameter import RayParams
